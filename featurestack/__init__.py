@@ -1,0 +1,1 @@
+"""featurestack: a feature-store-centric ML data platform (Dagster + Spark + Feast + Redis)."""

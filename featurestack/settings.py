@@ -1,0 +1,102 @@
+"""The one place that reads the environment. Every other module asks `get_settings()`.
+
+Defaults make a fresh clone run locally: data and state live under the git-ignored `.state/` folder
+of the checkout, Spark runs in local mode, the offline store is Feast's DuckDB store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FEATURE_REPO_DIR = PROJECT_ROOT / "feature_repo"
+OFFLINE_PROFILES = ("local", "spark")
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _parse_spark_conf(raw: str) -> dict[str, str]:
+    """FEATURESTACK_SPARK_CONF='k1=v1,k2=v2' -> {'k1': 'v1', 'k2': 'v2'}."""
+    conf: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"FEATURESTACK_SPARK_CONF: expected key=value, got {item!r}")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    data_dir: Path
+    redis_url: str
+    feast_project: str
+    offline_profile: str
+    spark_master: str
+    spark_driver_memory: str
+    spark_shuffle_partitions: int
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    start_date: date = date(2026, 11, 1)
+    webhook_url: str = ""
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def offline_dir(self) -> Path:
+        return self.data_dir / "offline"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.state_dir / "feast" / f"registry_{self.feast_project}.db"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.state_dir / "dagster"
+
+    @property
+    def feature_store_yaml(self) -> Path:
+        return FEATURE_REPO_DIR / f"feature_store.{self.offline_profile}.yaml"
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment (uncached: tests build their own)."""
+    state_dir = Path(_env("FEATURESTACK_STATE_DIR", str(PROJECT_ROOT / ".state"))).resolve()
+    profile = _env("FEATURESTACK_OFFLINE_PROFILE", "local")
+    if profile not in OFFLINE_PROFILES:
+        raise ValueError(f"FEATURESTACK_OFFLINE_PROFILE must be one of {OFFLINE_PROFILES}, got {profile!r}")
+    return Settings(
+        state_dir=state_dir,
+        data_dir=Path(_env("FEATURESTACK_DATA_DIR", str(state_dir / "data"))).resolve(),
+        redis_url=_env("REDIS_URL", ""),
+        feast_project=_env("FEATURESTACK_FEAST_PROJECT", "featurestack"),
+        offline_profile=profile,
+        spark_master=_env("SPARK_MASTER", "local[*]"),
+        spark_driver_memory=_env("SPARK_DRIVER_MEMORY", "2g"),
+        spark_shuffle_partitions=int(_env("SPARK_SHUFFLE_PARTITIONS", "4")),
+        spark_conf=_parse_spark_conf(_env("FEATURESTACK_SPARK_CONF", "")),
+        start_date=date.fromisoformat(_env("FEATURESTACK_START_DATE", "2026-11-01")),
+        webhook_url=_env("FEATURESTACK_ALERT_WEBHOOK_URL", ""),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
