@@ -65,7 +65,8 @@ class Settings:
 
     @property
     def registry_path(self) -> Path:
-        return self.state_dir / "feast" / f"registry_{self.feast_project}.db"
+        # One registry per profile: the sources differ in type (FileSource for DuckDB, SparkSource for Spark).
+        return self.state_dir / "feast" / f"registry_{self.feast_project}_{self.offline_profile}.db"
 
     @property
     def dagster_home(self) -> Path:
@@ -73,7 +74,9 @@ class Settings:
 
     @property
     def feature_store_yaml(self) -> Path:
-        return FEATURE_REPO_DIR / f"feature_store.{self.offline_profile}.yaml"
+        # `local` is feast's default file name, so plain `feast` commands in feature_repo/ use the embedded profile.
+        name = "feature_store.yaml" if self.offline_profile == "local" else f"feature_store.{self.offline_profile}.yaml"
+        return FEATURE_REPO_DIR / name
 
 
 def load_settings() -> Settings:

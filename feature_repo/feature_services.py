@@ -1,0 +1,13 @@
+"""Feature services: the feature sets models are trained and served on."""
+
+from feast import FeatureService
+
+from feature_views import merchant_risk, user_velocity
+
+fraud_detection_v1 = FeatureService(
+    name="fraud_detection_v1",
+    features=[user_velocity, merchant_risk],
+    owner="fraud-ml@featurestack.dev",
+    description="Card-payment fraud model v1: user velocity and merchant risk.",
+    tags={"model": "fraud_mlp"},
+)

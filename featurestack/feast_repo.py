@@ -1,0 +1,83 @@
+"""Opening the Feast repo in feature_repo/ with featurestack's settings.
+
+`import feast` costs seconds, so this module imports it only inside functions; nothing on a hot
+start-up path (CLI parsing, serving) should import it at module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from featurestack.redis_server import feast_connection_string
+from featurestack.settings import FEATURE_REPO_DIR, Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+    from feast.repo_contents import RepoContents
+
+# The modules of feature_repo/, imported by Feast under their bare names (as `feast apply` does).
+_REPO_MODULES = tuple(path.stem for path in FEATURE_REPO_DIR.glob("*.py"))
+
+
+def export_feast_environment(settings: Settings, redis_url: str) -> None:
+    """Fill the ${...} placeholders of feature_repo/feature_store*.yaml from the settings."""
+    settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.update(
+        FEATURESTACK_FEAST_PROJECT=settings.feast_project,
+        FEATURESTACK_FEAST_REGISTRY=str(settings.registry_path),
+        FEATURESTACK_FEAST_REDIS=feast_connection_string(redis_url),
+        FEATURESTACK_OFFLINE_PROFILE=settings.offline_profile,
+        FEATURESTACK_DATA_DIR=str(settings.data_dir),
+        SPARK_MASTER=settings.spark_master,
+        SPARK_DRIVER_MEMORY=settings.spark_driver_memory,
+        SPARK_SHUFFLE_PARTITIONS=str(settings.spark_shuffle_partitions),
+    )
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+
+@contextlib.contextmanager
+def _inside_feature_repo() -> Iterator[None]:
+    # Feast names repo modules by their path relative to the working directory.
+    previous_cwd = os.getcwd()
+    sys.path.insert(0, str(FEATURE_REPO_DIR))
+    os.chdir(FEATURE_REPO_DIR)
+    try:
+        yield
+    finally:
+        os.chdir(previous_cwd)
+        sys.path.remove(str(FEATURE_REPO_DIR))
+
+
+def load_repo_contents(settings: Settings, redis_url: str) -> RepoContents:
+    """Parse feature_repo/ exactly as `feast apply` does (fresh: sources depend on the profile)."""
+    from feast.repo_operations import parse_repo
+
+    export_feast_environment(settings, redis_url)
+    for module in _REPO_MODULES:
+        sys.modules.pop(module, None)
+    with _inside_feature_repo():
+        return parse_repo(FEATURE_REPO_DIR)
+
+
+def open_store(settings: Settings, redis_url: str) -> FeatureStore:
+    from feast import FeatureStore
+
+    export_feast_environment(settings, redis_url)
+    return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=settings.feature_store_yaml)
+
+
+def apply_repo(settings: Settings, redis_url: str) -> RepoContents:
+    """Register every object of feature_repo/ (and delete registered ones no longer defined)."""
+    from feast.repo_operations import apply_total_with_repo_instance
+
+    contents = load_repo_contents(settings, redis_url)
+    store = open_store(settings, redis_url)
+    with _inside_feature_repo():
+        apply_total_with_repo_instance(
+            store, settings.feast_project, store.registry, contents, skip_source_validation=True
+        )
+    return contents

@@ -1,0 +1,111 @@
+"""Find a Redis to use, or start one.
+
+Order: REDIS_URL when set (it must answer), else 127.0.0.1:6379 when it answers, else a
+`redis-server` of our own on a free local port with its files under the state folder (reused by
+later runs while it lives).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
+
+
+class RedisUnavailableError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RedisEndpoint:
+    url: str
+    origin: str  # "REDIS_URL", "local default" or "started by featurestack"
+
+    def describe(self) -> str:
+        return f"{redact_url(self.url)} ({self.origin})"
+
+
+def redact_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+def answers(url: str, timeout_s: float = 0.5) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_own_redis(state_dir: Path) -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RedisUnavailableError(
+            "No Redis reachable: REDIS_URL is unset, nothing answers on 127.0.0.1:6379, and no "
+            "`redis-server` is on PATH to start one. Install it (Debian/Ubuntu: `apt-get install "
+            "redis-server`, macOS: `brew install redis`) or set REDIS_URL=redis://host:port/0."
+        )
+    redis_dir = state_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    subprocess.run(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes",
+         "--dir", str(redis_dir), "--pidfile", str(redis_dir / "redis.pid"),
+         "--logfile", str(redis_dir / "redis.log"), "--save", "", "--appendonly", "no"],
+        check=True,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not answers(url):
+        if time.monotonic() > deadline:
+            raise RedisUnavailableError(f"started {binary} on port {port} but it does not answer; see {redis_dir / 'redis.log'}")
+        time.sleep(0.1)
+    (redis_dir / "url").write_text(url)
+    return url
+
+
+def ensure_redis(redis_url: str, state_dir: Path) -> RedisEndpoint:
+    if redis_url:
+        if not answers(redis_url, timeout_s=2.0):
+            raise RedisUnavailableError(f"REDIS_URL={redact_url(redis_url)} does not answer PING")
+        return RedisEndpoint(redis_url, "REDIS_URL")
+    if answers(DEFAULT_LOCAL_URL):
+        return RedisEndpoint(DEFAULT_LOCAL_URL, "local default")
+    own_url_file = state_dir / "redis" / "url"
+    if own_url_file.exists() and answers(own_url_file.read_text().strip()):
+        return RedisEndpoint(own_url_file.read_text().strip(), "started by featurestack")
+    return RedisEndpoint(start_own_redis(state_dir), "started by featurestack")
+
+
+def feast_connection_string(url: str) -> str:
+    """redis://[:password@]host:port/db -> Feast's 'host:port,db=N[,password=...][,ssl=true]'."""
+    parsed = urlparse(url)
+    parts = [f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"]
+    database = parsed.path.lstrip("/") or "0"
+    parts.append(f"db={int(database)}")
+    if parsed.username and parsed.username != "default":
+        parts.append(f"username={parsed.username}")
+    if parsed.password:
+        parts.append(f"password={parsed.password}")
+    if parsed.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)

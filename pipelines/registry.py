@@ -1,0 +1,41 @@
+"""How a feature view finds the Spark function that computes it.
+
+A feature view names its pipeline in its Feast tags (`pipeline: user_velocity`); the module
+`pipelines/<name>.py` exposes `PIPELINE`, a `FeaturePipeline` saying which raw tables it reads (and
+how many days back) and the pure DataFrame function that builds one daily partition.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+
+from pyspark.sql import DataFrame
+
+RAW_PARTITIONED_TABLES = ("transactions", "chargebacks")
+RAW_DIMENSION_TABLES = ("users", "merchants")
+
+
+@dataclass(frozen=True)
+class FeaturePipeline:
+    name: str
+    # raw table -> days of history before the partition date it needs (dimension tables: 0, read whole)
+    inputs: Mapping[str, int]
+    # build(tables, partition_date) -> rows of that partition date only
+    build: Callable[[Mapping[str, DataFrame], date], DataFrame]
+
+
+def load_pipeline(name: str) -> FeaturePipeline:
+    try:
+        module = importlib.import_module(f"pipelines.{name}")
+    except ModuleNotFoundError as exc:
+        raise LookupError(f"feature pipeline {name!r}: no module pipelines/{name}.py") from exc
+    pipeline = getattr(module, "PIPELINE", None)
+    if not isinstance(pipeline, FeaturePipeline):
+        raise LookupError(f"feature pipeline {name!r}: pipelines/{name}.py defines no PIPELINE")
+    unknown = set(pipeline.inputs) - set(RAW_PARTITIONED_TABLES) - set(RAW_DIMENSION_TABLES)
+    if unknown:
+        raise LookupError(f"feature pipeline {name!r} reads unknown raw tables {sorted(unknown)}")
+    return pipeline
