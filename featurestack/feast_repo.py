@@ -23,13 +23,16 @@ if TYPE_CHECKING:
 _REPO_MODULES = tuple(path.stem for path in FEATURE_REPO_DIR.glob("*.py"))
 
 
-def export_feast_environment(settings: Settings, redis_url: str) -> None:
-    """Fill the ${...} placeholders of feature_repo/feature_store*.yaml from the settings."""
+def export_feast_environment(settings: Settings, redis_url: str | None = None) -> None:
+    """Fill the ${...} placeholders of feature_repo/feature_store*.yaml (and the settings the repo's
+    modules read) from `settings`, so Feast sees the same configuration as featurestack."""
     settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
+    if redis_url is not None:
+        os.environ["FEATURESTACK_FEAST_REDIS"] = feast_connection_string(redis_url)
     os.environ.update(
         FEATURESTACK_FEAST_PROJECT=settings.feast_project,
         FEATURESTACK_FEAST_REGISTRY=str(settings.registry_path),
-        FEATURESTACK_FEAST_REDIS=feast_connection_string(redis_url),
+        FEATURESTACK_STATE_DIR=str(settings.state_dir),
         FEATURESTACK_OFFLINE_PROFILE=settings.offline_profile,
         FEATURESTACK_DATA_DIR=str(settings.data_dir),
         SPARK_MASTER=settings.spark_master,
@@ -52,11 +55,11 @@ def _inside_feature_repo() -> Iterator[None]:
         sys.path.remove(str(FEATURE_REPO_DIR))
 
 
-def load_repo_contents(settings: Settings, redis_url: str) -> RepoContents:
+def load_repo_contents(settings: Settings) -> RepoContents:
     """Parse feature_repo/ exactly as `feast apply` does (fresh: sources depend on the profile)."""
     from feast.repo_operations import parse_repo
 
-    export_feast_environment(settings, redis_url)
+    export_feast_environment(settings)
     for module in _REPO_MODULES:
         sys.modules.pop(module, None)
     with _inside_feature_repo():
@@ -74,7 +77,7 @@ def apply_repo(settings: Settings, redis_url: str) -> RepoContents:
     """Register every object of feature_repo/ (and delete registered ones no longer defined)."""
     from feast.repo_operations import apply_total_with_repo_instance
 
-    contents = load_repo_contents(settings, redis_url)
+    contents = load_repo_contents(settings)
     store = open_store(settings, redis_url)
     with _inside_feature_repo():
         apply_total_with_repo_instance(

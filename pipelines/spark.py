@@ -1,4 +1,4 @@
-"""SparkSession builder: local mode by default, a cluster by configuration (master, memory, extra conf)."""
+"""SparkSession configuration: local mode by default, a cluster by configuration (master, memory, conf)."""
 
 from __future__ import annotations
 
@@ -13,30 +13,36 @@ from pyspark.sql import SparkSession
 BASE_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-    "spark.sql.sources.partitionOverwriteMode": "dynamic",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
     "spark.ui.enabled": "false",
 }
 
 
-def build_spark_session(
+def spark_conf(
     master: str = "local[*]",
     driver_memory: str = "2g",
     shuffle_partitions: int = 4,
-    conf: Mapping[str, str] | None = None,
+    extra_conf: Mapping[str, str] | None = None,
     app_name: str = "featurestack",
-) -> SparkSession:
+) -> dict[str, str]:
     # Workers must run this interpreter (with our packages), not whatever python is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = (
-        SparkSession.builder.master(master)
-        .appName(app_name)
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-    )
-    for key, value in {**BASE_CONF, **(conf or {})}.items():
+    return {
+        "spark.master": master,
+        "spark.app.name": app_name,
+        "spark.driver.memory": driver_memory,
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        **BASE_CONF,
+        **(extra_conf or {}),
+    }
+
+
+def build_spark_session(**kwargs) -> SparkSession:
+    """A session from `spark_conf(**kwargs)`; reuses the running one (Spark allows one per process)."""
+    builder = SparkSession.builder
+    for key, value in spark_conf(**kwargs).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")

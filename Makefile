@@ -1,0 +1,42 @@
+# featurestack: `make demo` sets everything up and runs the platform; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install only when the lock or the project metadata changes.
+INSTALLED := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+DEMO_DAYS ?= 4
+DEMO_TRANSACTIONS_PER_DAY ?= 20000
+
+.PHONY: install demo test dev status lock clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=/path/to/python3.11)"; exit 1; }
+	@command -v java >/dev/null || echo "warning: no java on PATH; Spark needs Java 17"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.8
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: install
+	$(BIN)/featurestack generate --days $(DEMO_DAYS) --transactions-per-day $(DEMO_TRANSACTIONS_PER_DAY)
+	$(BIN)/featurestack run
+
+test: install
+	$(BIN)/python -m pytest
+
+dev: install
+	$(BIN)/featurestack dev
+
+status: install
+	$(BIN)/featurestack status
+
+# Re-resolve the pinned dependency set (uv resolves it in seconds; pip backtracks for minutes).
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf .state

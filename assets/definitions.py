@@ -1,0 +1,47 @@
+"""The one place that assembles the Dagster code location (workspace.yaml points here)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.features import feature_view_assets
+from assets.partitions import daily_partitions
+from assets.raw import raw_assets
+from assets.registry import feast_registry
+from assets.resources import build_resources
+from featurestack.feast_repo import load_repo_contents
+from featurestack.settings import Settings, load_settings
+
+SETUP_JOB = "platform_setup"
+DAILY_JOB = "daily_features"
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or load_settings()
+    partitions_def = daily_partitions(settings)
+    views = load_repo_contents(settings).feature_views
+    assets = [feast_registry, *raw_assets(partitions_def), *feature_view_assets(views, partitions_def)]
+    daily_selection = dg.AssetSelection.groups("raw", "features", "online") - dg.AssetSelection.assets(
+        *(asset.key for asset in assets if asset.partitions_def is None)
+    )
+    setup_job = dg.define_asset_job(
+        SETUP_JOB,
+        selection=dg.AssetSelection.assets(*(asset.key for asset in assets if asset.partitions_def is None)),
+        description="Apply the Feast registry and load the dimension tables.",
+    )
+    daily_job = dg.define_asset_job(
+        DAILY_JOB,
+        selection=daily_selection,
+        partitions_def=partitions_def,
+        description="One day: raw tables -> feature tables -> Redis.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[setup_job, daily_job],
+        # Each night, once the day is complete, run it end to end.
+        schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=1, minute_of_hour=0)],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,149 @@
+"""The asset factory: every Feast feature view yields its assets, derived from its definition.
+
+For a view tagged `pipeline: <name>`:
+  features/<view>  daily partition of the offline store, computed by pipelines/<name>.py from the raw
+                   tables it declares (with their look-back as partition mappings);
+  online/<view>    the latest value per entity of that partition published to Redis in Feast's layout
+                   (monotonic: never over a newer value), recorded as a materialization in the registry.
+Adding a feature view to feature_repo/ plus its pipeline module is all it takes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import dagster as dg
+from dagster_pyspark import PySparkResource
+
+from assets.partitions import day_window, lookback_dates, partition_date
+from assets.resources import PlatformResource
+from pipelines.offline_store import read_partitions, write_partition
+from pipelines.registry import RAW_PARTITIONED_TABLES, FeaturePipeline, load_pipeline
+from serving.online_writer import publish_latest, read_offline_latest
+from serving.redis_layout import layout_from_feature_view
+
+if TYPE_CHECKING:
+    from feast import FeatureView
+
+FEAST_REGISTRY_KEY = dg.AssetKey("feast_registry")
+
+
+def _dagster_tags(view: FeatureView) -> dict[str, str]:
+    return {f"feast/{key}": value for key, value in view.tags.items()}
+
+
+def _view_metadata(view: FeatureView) -> dict[str, object]:
+    return {
+        "feast/feature_view": view.name,
+        "feast/entities": ", ".join(view.entities),
+        "feast/ttl": str(view.ttl),
+        "feast/features": dg.MetadataValue.table_schema(
+            dg.TableSchema(columns=[
+                dg.TableColumn(name=field.name, type=str(field.dtype), description=field.description)
+                for field in view.features
+            ])
+        ),
+    }
+
+
+def _raw_deps(pipeline: FeaturePipeline) -> list[dg.AssetDep]:
+    deps = []
+    for table, days_back in pipeline.inputs.items():
+        mapping = None
+        if table in RAW_PARTITIONED_TABLES:
+            mapping = dg.TimeWindowPartitionMapping(
+                start_offset=-days_back, end_offset=0, allow_nonexistent_upstream_partitions=True
+            )
+        deps.append(dg.AssetDep(dg.AssetKey(["raw", table]), partition_mapping=mapping))
+    return deps
+
+
+def feature_table_asset(view: FeatureView, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    pipeline = load_pipeline(view.tags["pipeline"])
+    join_keys = [column.name for column in view.entity_columns]
+
+    @dg.asset(
+        key=["features", view.name],
+        deps=_raw_deps(pipeline),
+        partitions_def=partitions_def,
+        group_name="features",
+        kinds={"spark", "parquet"},
+        owners=[view.owner] if view.owner else None,
+        tags=_dagster_tags(view),
+        description=f"Offline store table of feature view `{view.name}`: {view.description}",
+        metadata=_view_metadata(view),
+    )
+    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource, pyspark: PySparkResource) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        settings = platform.settings
+        spark = pyspark.spark_session
+        day = partition_date(context)
+        tables = {
+            table: read_partitions(spark, settings.raw_dir / table, lookback_dates(day, days_back))
+            if table in RAW_PARTITIONED_TABLES
+            else spark.read.parquet(str(settings.raw_dir / table))
+            for table, days_back in pipeline.inputs.items()
+        }
+        written = write_partition(
+            pipeline.build(tables, day), settings.offline_dir / view.name, day, sort_by=[*join_keys, "event_timestamp"]
+        )
+        return dg.MaterializeResult(metadata={
+            "partition": day.isoformat(),
+            "dagster/row_count": written.rows,
+            "path": dg.MetadataValue.path(str(written.path)),
+            "pipeline": f"pipelines/{pipeline.name}.py",
+            "seconds": round(time.perf_counter() - started, 3),
+        })
+
+    return _asset
+
+
+def online_publish_asset(view: FeatureView, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    join_keys = [column.name for column in view.entity_columns]
+
+    @dg.asset(
+        key=["online", view.name],
+        deps=[dg.AssetKey(["features", view.name]), FEAST_REGISTRY_KEY],
+        partitions_def=partitions_def,
+        group_name="online",
+        kinds={"redis"},
+        owners=[view.owner] if view.owner else None,
+        tags=_dagster_tags(view),
+        description=f"Latest `{view.name}` values per entity of the partition, published to Redis in Feast's layout.",
+    )
+    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        settings = platform.settings
+        day = partition_date(context)
+        store = platform.feature_store()
+        registered_view = store.get_feature_view(view.name)
+        entity_types = {entity.join_key: entity.value_type for entity in store.list_entities()}
+        latest = read_offline_latest(settings.offline_dir / view.name, join_keys, dates=[day])
+        client = platform.redis_client()
+        try:
+            result = publish_latest(client, settings.feast_project, layout_from_feature_view(registered_view, entity_types), latest)
+        finally:
+            client.close()
+        # Record the interval as `feast materialize` would, so Feast tooling sees what is online.
+        start, end = day_window(day)
+        store.registry.apply_materialization(registered_view, settings.feast_project, start, end)
+        return dg.MaterializeResult(metadata={
+            "partition": day.isoformat(),
+            "entities": result.entities,
+            "written": result.written,
+            "skipped_not_newer": result.skipped_not_newer,
+            "redis": platform.redis_endpoint.describe(),
+            "publish_seconds": round(result.seconds, 3),
+            "seconds": round(time.perf_counter() - started, 3),
+        })
+
+    return _asset
+
+
+def feature_view_assets(views: list[FeatureView], partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    return [
+        asset
+        for view in sorted(views, key=lambda v: v.name)
+        for asset in (feature_table_asset(view, partitions_def), online_publish_asset(view, partitions_def))
+    ]

@@ -1,0 +1,43 @@
+"""The Feast registry as an asset: `feast apply` of feature_repo/ with featurestack's settings."""
+
+from __future__ import annotations
+
+import hashlib
+
+import dagster as dg
+
+from assets.features import FEAST_REGISTRY_KEY
+from assets.resources import PlatformResource
+from featurestack.feast_repo import apply_repo
+from featurestack.settings import FEATURE_REPO_DIR
+
+
+def feature_repo_fingerprint() -> str:
+    """Changes whenever a definition file changes, so the daemon re-applies the registry."""
+    digest = hashlib.sha256()
+    for path in sorted(FEATURE_REPO_DIR.glob("*.py")) + sorted(FEATURE_REPO_DIR.glob("*.yaml")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dg.asset(
+    key=FEAST_REGISTRY_KEY,
+    group_name="feast",
+    kinds={"feast"},
+    code_version=feature_repo_fingerprint(),
+    automation_condition=dg.AutomationCondition.on_missing() | dg.AutomationCondition.code_version_changed(),
+    description="Feast registry applied from feature_repo/ (entities, sources, feature views, feature services).",
+)
+def feast_registry(platform: PlatformResource) -> dg.MaterializeResult:
+    contents = apply_repo(platform.settings, platform.redis_endpoint.url)
+    return dg.MaterializeResult(metadata={
+        "registry": dg.MetadataValue.path(str(platform.settings.registry_path)),
+        "project": platform.settings.feast_project,
+        "offline_profile": platform.settings.offline_profile,
+        "feature_views": dg.MetadataValue.json({
+            view.name: [field.name for field in view.features] for view in contents.feature_views
+        }),
+        "feature_services": ", ".join(service.name for service in contents.feature_services),
+        "entities": ", ".join(entity.name for entity in contents.entities),
+    })
