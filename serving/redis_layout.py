@@ -230,7 +230,8 @@ def decode_timestamp(data: bytes | None) -> int:
 
 @dataclass(frozen=True)
 class Ragged:
-    """n byte strings packed in one buffer: row i is data[offsets[i]:offsets[i+1]]."""
+    """n byte strings packed back to back: row i is data[offsets[i]:offsets[i+1]], offsets[0] == 0 and
+    offsets[-1] == len(data) (so the bytes of consecutive rows are simply `data`)."""
 
     data: np.ndarray  # uint8
     offsets: np.ndarray  # int64, n + 1 entries
@@ -295,7 +296,7 @@ def concat_rows(parts: list[Ragged | bytes], n: int) -> Ragged:
             positions = row_position[:, None] + np.arange(len(part))
             out[positions.ravel()] = np.tile(np.frombuffer(part, np.uint8), n)
         else:
-            out[_byte_positions(row_position, part_lengths)] = part.data[_byte_positions(part.offsets[:-1], part_lengths)]
+            out[_byte_positions(row_position, part_lengths)] = part.data
         row_position += part_lengths
     return Ragged(out, offsets)
 

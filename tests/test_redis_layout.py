@@ -1,0 +1,350 @@
+"""serving.redis_layout / serving.online_writer against Feast's own encoder, reader and writer, on real Redis."""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import redis
+
+from serving.online_writer import latest_per_entity, publish_latest, read_offline_latest
+from serving.redis_layout import (
+    ViewLayout,
+    decode_timestamp,
+    decode_value,
+    encode_entity_key_column,
+    encode_timestamp,
+    encode_timestamp_column,
+    encode_value,
+    encode_value_column,
+    epoch_nanos,
+    feature_field,
+    layout_from_feature_view,
+    redis_key,
+    serialize_entity_key,
+    timestamp_field,
+)
+
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+VIEW = "user_stats"
+FEATURES = (("txn_count", "int64"), ("amount_mean", "double"), ("top_merchant", "string"), ("is_new", "bool"))
+LAYOUT = ViewLayout(VIEW, (("user_id", "int64"),), FEATURES, ttl=timedelta(days=1))
+NOW = datetime.now(timezone.utc).replace(microsecond=123456) - timedelta(hours=1)
+
+INT64_VALUES = [0, 1, -1, 127, 128, -128, 300, 2**31 - 1, -(2**31), 2**53 + 1, 2**63 - 1, -(2**63), None]
+VALUES_BY_TYPE = {
+    "int64": INT64_VALUES,
+    "int32": [0, 1, -1, 127, 128, 2**31 - 1, -(2**31), None],
+    "double": [0.0, -0.0, 1.5, -2.25, 1e308, 5e-324, math.inf, -math.inf, math.nan, None],
+    "float": [0.0, 1.5, -3.0, 0.1, 3.4e38, math.inf, math.nan, None],
+    "string": ["", "a", "merchant_42", "ünïcødé ✓ 日本", "x" * 200, "y" * 20000, None],
+    "bool": [True, False, None],
+}
+
+
+def _delete_project_keys(client: redis.Redis, project: str) -> None:
+    suffix = project.encode()
+    keys = [k for k in client.scan_iter(match=b"*" + suffix, count=10_000) if k.endswith(suffix)]
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+
+
+@pytest.fixture(scope="module")
+def client():
+    connection = redis.Redis.from_url(REDIS_URL)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def project(client):
+    name = f"fs_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    _delete_project_keys(client, name)
+
+
+@pytest.fixture(scope="module")
+def feast_store(tmp_path_factory, client):
+    """A tiny Feast repo (DuckDB offline store, Redis online store, v3 keys) with one feature view."""
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
+    from feast.data_format import ParquetFormat
+    from feast.types import Bool, Float64, Int64, String
+    from feast.value_type import ValueType
+
+    from featurestack.redis_server import feast_connection_string
+
+    repo = tmp_path_factory.mktemp("feast_repo")
+    data_dir = repo / "user_stats"
+    _write_partition(data_dir, "2026-11-01", _rows([(1, NOW, 1, 1.0, "m", True)]))
+    name = f"fs_test_{uuid.uuid4().hex[:12]}"
+    config = RepoConfig(
+        project=name,
+        registry=str(repo / "registry.db"),
+        provider="local",
+        online_store={"type": "redis", "connection_string": feast_connection_string(REDIS_URL)},
+        offline_store={"type": "duckdb"},
+        entity_key_serialization_version=3,
+        repo_path=str(repo),
+    )
+    store = FeatureStore(config=config)
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+    view = FeatureView(
+        name=VIEW,
+        entities=[user],
+        ttl=LAYOUT.ttl,
+        schema=[
+            Field(name="user_id", dtype=Int64),
+            Field(name="txn_count", dtype=Int64),
+            Field(name="amount_mean", dtype=Float64),
+            Field(name="top_merchant", dtype=String),
+            Field(name="is_new", dtype=Bool),
+        ],
+        source=FileSource(path=str(data_dir), file_format=ParquetFormat(), timestamp_field="event_timestamp"),
+    )
+    store.apply([user, view])
+    yield store
+    _delete_project_keys(client, name)
+
+
+def _rows(rows: list[tuple]) -> pa.Table:
+    """(user_id, event_timestamp, txn_count, amount_mean, top_merchant, is_new) tuples -> arrow table."""
+    columns = list(zip(*rows))
+    return pa.table(
+        {
+            "user_id": pa.array(columns[0], pa.int64()),
+            "event_timestamp": pa.array(columns[1], pa.timestamp("us", tz="UTC")),
+            "txn_count": pa.array(columns[2], pa.int64()),
+            "amount_mean": pa.array(columns[3], pa.float64()),
+            "top_merchant": pa.array(columns[4], pa.string()),
+            "is_new": pa.array(columns[5], pa.bool_()),
+        }
+    )
+
+
+def _write_partition(table_dir: Path, day: str, table: pa.Table, name: str = "part-0.parquet") -> None:
+    (table_dir / f"date={day}").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, table_dir / f"date={day}" / name)
+
+
+def _key(project: str, user_id: int) -> bytes:
+    return redis_key(project, serialize_entity_key({"user_id": user_id}, {"user_id": "int64"}))
+
+
+# --- codec == Feast's functions -----------------------------------------------------------------
+
+
+def test_entity_keys_match_feast():
+    from feast.infra.key_encoding_utils import serialize_entity_key as feast_serialize
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    # names out of order on purpose: both sides sort them
+    join_key_types = {"user_id": "int64", "merchant": "string", "shard": "int32"}
+    rows = [
+        {"user_id": user_id, "merchant": merchant, "shard": shard}
+        for user_id, merchant, shard in zip(
+            [v for v in INT64_VALUES if v is not None], ["", "m1", "ünï ✓", "z" * 300] * 4, [0, -1, 2**31 - 1, -(2**31)] * 4
+        )
+    ]
+    table = pa.table(
+        {name: pa.array([row[name] for row in rows], pa.int32() if t == "int32" else None) for name, t in join_key_types.items()}
+    )
+    ours_columnar = encode_entity_key_column(table, tuple(join_key_types.items())).to_list()
+    proto_field = {"int64": "int64_val", "int32": "int32_val", "string": "string_val"}
+    for row, columnar in zip(rows, ours_columnar):
+        entity_key = EntityKey(
+            join_keys=list(row), entity_values=[Value(**{proto_field[join_key_types[k]]: v}) for k, v in row.items()]
+        )
+        expected = feast_serialize(entity_key, entity_key_serialization_version=3)
+        assert serialize_entity_key(row, join_key_types) == expected == columnar
+        assert redis_key("proj_ü", expected) == _redis_key("proj_ü", entity_key, entity_key_serialization_version=3)
+
+
+def test_null_join_key_is_a_clear_error():
+    table = pa.table({"user_id": pa.array([1, None, 3], pa.int64())})
+    with pytest.raises(ValueError, match="join key 'user_id' is null in row 1"):
+        encode_entity_key_column(table, (("user_id", "int64"),))
+
+
+def test_field_hashes_match_feast():
+    from feast.infra.online_stores.helpers import _mmh3
+
+    for view, feature in [(VIEW, "txn_count"), ("v", ""), ("vue_ü", "naïve ✓"), ("merchant_risk", "chargeback_rate_30d")]:
+        assert feature_field(view, feature) == _mmh3(f"{view}:{feature}")
+    assert timestamp_field(VIEW) == f"_ts:{VIEW}".encode()
+
+
+@pytest.mark.parametrize("value_type", sorted(VALUES_BY_TYPE))
+def test_values_match_feast(value_type):
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    values = VALUES_BY_TYPE[value_type]
+    expected = [p.SerializeToString() for p in python_values_to_proto_values(values, ValueType[value_type.upper()])]
+    arrow_type = {"int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "float": pa.float32()}.get(value_type)
+    assert [encode_value(v, value_type) for v in values] == expected
+    assert encode_value_column(pa.array(values, arrow_type), value_type).to_list() == expected
+    # chunked and sliced input (non-zero array offsets) encode the same
+    chunked = pa.chunked_array([pa.array(values[:2], arrow_type), pa.array(values, arrow_type).slice(2)])
+    assert encode_value_column(chunked, value_type).to_list() == expected
+    for value, encoded in zip(values, expected):
+        decoded = decode_value(encoded)
+        if encoded:
+            parsed = Value.FromString(encoded)
+            assert decoded == getattr(parsed, parsed.WhichOneof("val"))
+        else:
+            assert decoded is None  # null and NaN are written as an empty Value
+    assert decode_value(Value(null_val=0).SerializeToString()) is None
+
+
+def test_timestamps_match_feast():
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    moments = [
+        datetime(1970, 1, 1, tzinfo=timezone.utc),
+        datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc),
+        datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=timezone.utc),
+        datetime(1900, 1, 1, tzinfo=timezone.utc),
+        datetime(2026, 11, 3, 12, 0, 0, tzinfo=timezone.utc),
+        datetime(2026, 11, 3, 12, 0, 0, 999999, tzinfo=timezone.utc),
+        datetime(2262, 4, 11, tzinfo=timezone.utc),
+    ]
+    column = pa.array(moments, pa.timestamp("us", tz="UTC"))
+    nanos = epoch_nanos(column)
+    columnar = encode_timestamp_column(nanos).to_list()
+    for moment, moment_nanos, encoded in zip(moments, nanos.tolist(), columnar):
+        proto = Timestamp()
+        proto.FromDatetime(moment)
+        expected = proto.SerializeToString()
+        assert encode_timestamp(moment_nanos) == expected == encoded
+        assert decode_timestamp(expected) == proto.seconds * 1_000_000_000 + proto.nanos
+    assert decode_timestamp(None) == 0
+
+
+def test_layout_from_feature_view(feast_store):
+    from feast.value_type import ValueType
+
+    view = feast_store.get_feature_view(VIEW)
+    assert layout_from_feature_view(view, {"user_id": ValueType.INT64}) == LAYOUT
+
+
+# --- Redis round trips with Feast's reader and writer --------------------------------------------
+
+
+def _online(store, user_ids: list[int]) -> dict:
+    features = [f"{VIEW}:{name}" for name, _ in FEATURES]
+    return store.get_online_features(features=features, entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+
+
+def test_feast_reads_what_we_publish(feast_store, client):
+    rows = _rows(
+        [
+            (1, NOW, 5, 12.5, "m_1", True),
+            (2, NOW - timedelta(minutes=5), -7, None, "ünï ✓", False),
+            (3, NOW - timedelta(seconds=1), None, float("nan"), None, None),
+            (4, NOW, 2**62, -0.5, "", True),
+            (1, NOW - timedelta(minutes=1), 999, 999.0, "older", False),  # older row of user 1: not published
+        ]
+    )
+    result = publish_latest(client, feast_store.project, LAYOUT, rows)
+    assert (result.entities, result.written, result.skipped_not_newer) == (4, 4, 0)
+    online = _online(feast_store, [1, 2, 3, 4, 404])
+    assert online["user_id"] == [1, 2, 3, 4, 404]
+    assert online["txn_count"] == [5, -7, None, 2**62, None]
+    assert online["amount_mean"] == [12.5, None, None, -0.5, None]
+    assert online["top_merchant"] == ["m_1", "ünï ✓", None, "", None]
+    assert online["is_new"] == [True, False, None, True, None]
+
+
+def test_same_bytes_as_feasts_writer(feast_store, client):
+    rows = _rows(
+        [
+            (10, NOW, 3, 1.25, "m_3", False),
+            (11, NOW - timedelta(days=2, microseconds=7), None, None, None, None),
+            (12, datetime(2026, 1, 1, tzinfo=timezone.utc), -(2**63), 1e-300, "日本", True),
+        ]
+    )
+    project = feast_store.project
+    keys = [_key(project, user_id) for user_id in (10, 11, 12)]
+
+    feast_store.write_to_online_store(VIEW, df=rows.to_pandas())
+    written_by_feast = [client.hgetall(key) for key in keys]
+    client.delete(*keys)
+    publish_latest(client, project, LAYOUT, rows)
+    written_by_us = [client.hgetall(key) for key in keys]
+
+    assert all(written_by_feast) and written_by_us == written_by_feast
+
+
+def test_older_or_equal_never_overwrites(feast_store, client):
+    newer = _rows([(20, NOW, 1, 1.0, "newer", True), (21, NOW, 1, 1.0, "newer", True)])
+    mixed = _rows(
+        [
+            (20, NOW - timedelta(microseconds=1), 2, 2.0, "older", False),  # older: kept out
+            (21, NOW + timedelta(microseconds=1), 3, 3.0, "newest", False),  # newer: written
+            (22, NOW - timedelta(days=1), 4, 4.0, "first", False),  # new entity: written
+        ]
+    )
+    assert publish_latest(client, feast_store.project, LAYOUT, newer).written == 2
+    result = publish_latest(client, feast_store.project, LAYOUT, mixed, batch_size=2)
+    assert (result.entities, result.written, result.skipped_not_newer) == (3, 2, 1)
+    assert _online(feast_store, [20, 21, 22])["top_merchant"] == ["newer", "newest", "first"]
+
+    # equal event timestamp: Feast skips it ("older OR exact same instant"), and so do we
+    equal = _rows([(20, NOW, 9, 9.0, "equal", False)])
+    assert publish_latest(client, feast_store.project, LAYOUT, equal).skipped_not_newer == 1
+    feast_store.write_to_online_store(VIEW, df=equal.to_pandas())
+    assert _online(feast_store, [20])["top_merchant"] == ["newer"]
+
+
+def test_key_ttl_is_set_when_asked(client, project):
+    publish_latest(client, project, LAYOUT, _rows([(30, NOW, 1, 1.0, "m", True)]), key_ttl_seconds=600)
+    assert 0 < client.ttl(_key(project, 30)) <= 600
+
+
+def test_bad_input_names_missing_columns(client, project):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['is_new'\]"):
+        publish_latest(client, project, LAYOUT, _rows([(1, NOW, 1, 1.0, "m", True)]).drop_columns(["is_new"]))
+
+
+# --- latest per entity ---------------------------------------------------------------------------
+
+
+def test_latest_per_entity_picks_newest_and_later_row_on_ties():
+    rows = _rows(
+        [
+            (1, NOW - timedelta(hours=1), 1, 0.0, "old", False),
+            (1, NOW, 2, 0.0, "tie-first", False),
+            (2, NOW, 3, 0.0, "only", False),
+            (1, NOW, 4, 0.0, "tie-last", False),
+            (1, NOW - timedelta(hours=2), 5, 0.0, "oldest", False),
+        ]
+    )
+    latest = latest_per_entity(rows, ["user_id"]).sort_by("user_id")
+    assert latest.column_names == rows.column_names
+    assert latest.column("top_merchant").to_pylist() == ["tie-last", "only"]
+
+
+def test_read_offline_latest_over_partitions(tmp_path):
+    day1, day2, day3 = NOW - timedelta(days=2), NOW - timedelta(days=1), NOW
+    _write_partition(tmp_path, "2026-11-01", _rows([(1, day1, 1, 0.0, "d1", False), (2, day1, 1, 0.0, "d1", False)]))
+    _write_partition(tmp_path, "2026-11-02", _rows([(1, day2, 2, 0.0, "d2", False), (3, day2, 2, 0.0, "d2-a", False)]))
+    _write_partition(tmp_path, "2026-11-02", _rows([(3, day2, 2, 0.0, "d2-b", False)]), name="part-1.parquet")
+    _write_partition(tmp_path, "2026-11-03", _rows([(2, day3, 3, 0.0, "d3", False)]))
+
+    everything = read_offline_latest(tmp_path, ["user_id"]).sort_by("user_id")
+    assert everything.column("top_merchant").to_pylist() == ["d2", "d3", "d2-b"]
+    assert "date" not in everything.column_names
+
+    first_two_days = read_offline_latest(tmp_path, ["user_id"], dates=["2026-11-01", "2026-11-02"]).sort_by("user_id")
+    assert first_two_days.column("top_merchant").to_pylist() == ["d2", "d1", "d2-b"]
+    with pytest.raises(FileNotFoundError, match="2026-12-31"):
+        read_offline_latest(tmp_path, ["user_id"], dates=["2026-12-31"])
