@@ -19,8 +19,8 @@ DAILY_JOB = "daily_features"
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     partitions_def = daily_partitions(settings)
-    views = load_repo_contents(settings).feature_views
-    assets = [feast_registry, *raw_assets(partitions_def), *feature_view_assets(views, partitions_def)]
+    repo = load_repo_contents(settings)
+    assets = [feast_registry, *raw_assets(partitions_def), *feature_view_assets(repo.feature_views, repo.entities, partitions_def)]
     daily_selection = dg.AssetSelection.groups("raw", "features", "online") - dg.AssetSelection.assets(
         *(asset.key for asset in assets if asset.partitions_def is None)
     )
@@ -42,6 +42,3 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=1, minute_of_hour=0)],
         resources=build_resources(settings),
     )
-
-
-defs = build_definitions()

@@ -8,7 +8,6 @@ For a view tagged `pipeline: <name>`:
 Adding a feature view to feature_repo/ plus its pipeline module is all it takes.
 """
 
-from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
@@ -24,16 +23,16 @@ from serving.online_writer import publish_latest, read_offline_latest
 from serving.redis_layout import layout_from_feature_view
 
 if TYPE_CHECKING:
-    from feast import FeatureView
+    from feast import Entity, FeatureView
 
 FEAST_REGISTRY_KEY = dg.AssetKey("feast_registry")
 
 
-def _dagster_tags(view: FeatureView) -> dict[str, str]:
+def _dagster_tags(view: "FeatureView") -> dict[str, str]:
     return {f"feast/{key}": value for key, value in view.tags.items()}
 
 
-def _view_metadata(view: FeatureView) -> dict[str, object]:
+def _view_metadata(view: "FeatureView") -> dict[str, object]:
     return {
         "feast/feature_view": view.name,
         "feast/entities": ", ".join(view.entities),
@@ -59,9 +58,8 @@ def _raw_deps(pipeline: FeaturePipeline) -> list[dg.AssetDep]:
     return deps
 
 
-def feature_table_asset(view: FeatureView, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def feature_table_asset(view: "FeatureView", join_keys: list[str], partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     pipeline = load_pipeline(view.tags["pipeline"])
-    join_keys = [column.name for column in view.entity_columns]
 
     @dg.asset(
         key=["features", view.name],
@@ -99,8 +97,7 @@ def feature_table_asset(view: FeatureView, partitions_def: dg.PartitionsDefiniti
     return _asset
 
 
-def online_publish_asset(view: FeatureView, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    join_keys = [column.name for column in view.entity_columns]
+def online_publish_asset(view: "FeatureView", join_keys: list[str], partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=["online", view.name],
@@ -141,9 +138,12 @@ def online_publish_asset(view: FeatureView, partitions_def: dg.PartitionsDefinit
     return _asset
 
 
-def feature_view_assets(views: list[FeatureView], partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    return [
-        asset
-        for view in sorted(views, key=lambda v: v.name)
-        for asset in (feature_table_asset(view, partitions_def), online_publish_asset(view, partitions_def))
-    ]
+def feature_view_assets(
+    views: "list[FeatureView]", entities: "list[Entity]", partitions_def: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition]:
+    join_key_of = {entity.name: entity.join_key for entity in entities}
+    assets = []
+    for view in sorted(views, key=lambda v: v.name):
+        join_keys = [join_key_of[name] for name in view.entities]
+        assets += [feature_table_asset(view, join_keys, partitions_def), online_publish_asset(view, join_keys, partitions_def)]
+    return assets

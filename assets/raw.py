@@ -1,6 +1,5 @@
 """Raw assets: landing zone -> contract-checked raw tables, bad rows to quarantine."""
 
-from __future__ import annotations
 
 import time
 

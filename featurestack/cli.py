@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 from datetime import date
+from pathlib import Path
 
 from featurestack.settings import FEATURE_REPO_DIR, PROJECT_ROOT, load_settings
 
@@ -73,6 +74,63 @@ def _cmd_feast(args: argparse.Namespace) -> int:
     return _exec("feast", ["-c", str(FEATURE_REPO_DIR), "-f", str(settings.feature_store_yaml), *args.feast_args], env)
 
 
+def _catalog_snapshot(args: argparse.Namespace) -> dict:
+    """The saved snapshot (<state>/catalog/catalog.json, or --snapshot FILE) unless --rebuild or none yet."""
+    from catalog.snapshot import SNAPSHOT_FILE, catalog_dir, publish, read_snapshot
+
+    settings = load_settings()
+    path = args.snapshot or catalog_dir(settings) / SNAPSHOT_FILE
+    if args.snapshot or (path.exists() and not args.rebuild):
+        snapshot = read_snapshot(path)
+        print(f"catalog snapshot {path} (built {snapshot['generated_at'][:19]} UTC; --rebuild to refresh)", file=sys.stderr)
+        return snapshot
+    print("building the catalog snapshot (Feast definitions, Dagster status, DuckDB statistics)...", file=sys.stderr)
+    snapshot, path = publish(settings)
+    print(f"catalog snapshot {path} built in {snapshot['build_seconds']:.1f} s", file=sys.stderr)
+    return snapshot
+
+
+def _cmd_catalog(args: argparse.Namespace) -> int:
+    if args.catalog_command == "build":
+        args.rebuild = True
+        snapshot = _catalog_snapshot(args)
+        print(f"{len(snapshot['features'])} features in {len(snapshot['feature_views'])} views; "
+              f"open {load_settings().state_dir / 'catalog' / 'index.html'}")
+        return 0
+    if args.catalog_command == "search":
+        return _cmd_catalog_search(args)
+    from catalog.snapshot import publish
+    from catalog.web import CatalogState, serve
+
+    snapshot = _catalog_snapshot(args)
+    rebuild = None if args.snapshot else (lambda: publish(load_settings())[0])
+    print(f"featurestack catalog on http://{args.host}:{args.port}/ (JSON API under /api/)", file=sys.stderr)
+    serve(CatalogState(snapshot, rebuild), host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_catalog_search(args: argparse.Namespace) -> int:
+    import json
+
+    from catalog.search import search_features
+
+    snapshot = _catalog_snapshot(args)
+    matches = search_features(snapshot["features"], " ".join(args.text))
+    if args.json:
+        print(json.dumps([{k: v for k, v in f.items() if k != "stats"} for f in matches], indent=1))
+        return 0 if matches else 1
+    if not matches:
+        print(f"no feature matches {' '.join(args.text)!r}", file=sys.stderr)
+        return 1
+    width = max(len(f["id"]) for f in matches)
+    for feature in matches:
+        stats = feature.get("stats") or {}
+        nulls = f"{stats['null_rate']:.1%} null" if stats.get("null_rate") is not None else "no data"
+        print(f"{feature['id']:<{width}}  {feature['dtype']:<8} {feature['owner']:<28} freshness={feature['freshness']:<8} "
+              f"validation={feature['validation']:<8} {nulls:<10} {feature['description']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="featurestack", description="featurestack: features from raw payments to Redis, with Dagster, Spark and Feast.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(handler=_cmd_dev)
+
+    catalog = commands.add_parser("catalog", help="the feature catalog web page + JSON API; `catalog search TEXT`, `catalog build`")
+    catalog.add_argument("--host", default="127.0.0.1")
+    catalog.add_argument("--port", type=int, default=8080)
+    catalog.add_argument("--snapshot", type=Path, default=None, help="serve/search this snapshot file (e.g. the catalog asset's)")
+    catalog.add_argument("--rebuild", action="store_true", help="rebuild the snapshot instead of using the saved one")
+    catalog.set_defaults(handler=_cmd_catalog, catalog_command=None)
+    catalog_commands = catalog.add_subparsers(dest="catalog_command")
+    search = catalog_commands.add_parser("search", help="features matching every word (name, description, owner, tag, entity)")
+    search.add_argument("text", nargs="+")
+    search.add_argument("--json", action="store_true", help="print the matches as JSON")
+    # SUPPRESS: options given before `search` (featurestack catalog --rebuild search x) are kept.
+    search.add_argument("--snapshot", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    search.add_argument("--rebuild", action="store_true", default=argparse.SUPPRESS, help="rebuild the snapshot first")
+    catalog_commands.add_parser("build", help="build the snapshot and the static pages into <state>/catalog")
 
     feast = commands.add_parser("feast", help="the feast CLI on feature_repo/ with featurestack's settings")
     feast.add_argument("feast_args", nargs=argparse.REMAINDER)

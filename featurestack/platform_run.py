@@ -18,6 +18,8 @@ from featurestack.settings import PROJECT_ROOT, Settings, load_settings
 FINGERPRINT_TAG = "featurestack/fingerprint"
 CODE_DIRS = ("pipelines", "assets", "feature_repo", "serving", "featurestack")
 LOOKBACK_DAYS = 30  # the longest window any pipeline reads
+# The full event log is in the Dagster instance (and the UI); the terminal gets warnings only.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass
@@ -60,7 +62,9 @@ def _execute(instance, job: dg.JobDefinition, partition: str | None, fingerprint
         print(f"  {label}: unchanged since its last run, skipped")
         return
     started = time.perf_counter()
-    job.execute_in_process(instance=instance, partition_key=partition, tags={FINGERPRINT_TAG: fingerprint})
+    job.execute_in_process(
+        instance=instance, partition_key=partition, tags={FINGERPRINT_TAG: fingerprint}, run_config=QUIET_RUN_CONFIG
+    )
     outcome.ran.append(label)
     print(f"  {label}: materialized in {time.perf_counter() - started:.1f} s")
 
@@ -136,7 +140,8 @@ def print_summary(outcome: RunOutcome) -> None:
     last_day = lake.partition_dates(settings.raw_dir / "transactions")[-1]
     import pyarrow.parquet as pq
 
-    last_txn = pq.read_table(settings.raw_dir / "transactions" / f"date={last_day.isoformat()}").slice(-1).to_pylist()[0]
+    last_day_rows = pq.read_table(settings.raw_dir / "transactions" / f"date={last_day.isoformat()}")
+    last_txn = last_day_rows.slice(last_day_rows.num_rows - 1).to_pylist()[0]
     store = open_store(settings, outcome.redis.url)
     entity = {"user_id": last_txn["user_id"], "merchant_id": last_txn["merchant_id"]}
     online = store.get_online_features(features=store.get_feature_service("fraud_detection_v1"), entity_rows=[entity]).to_dict()

@@ -1,0 +1,172 @@
+"""Statistics per feature over a view's offline parquet, computed with DuckDB.
+
+Two scans of the table whatever its width: one for the aggregates of every feature (count, nulls,
+min, max, mean, std, quantiles, distinct count), one for the histograms of every feature (bins fixed
+by the first scan's min/max). Numbers only; other types get their most frequent values instead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+DEFAULT_BINS = 20
+TOP_VALUES = 10
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+            "UBIGINT", "FLOAT", "DOUBLE", "REAL", "DECIMAL")
+_INTEGER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+
+
+@dataclass(frozen=True)
+class TableStats:
+    rows: int
+    seconds: float
+    features: dict[str, dict[str, Any]]
+    partitions: list[dict[str, Any]]  # per date partition: rows, newest event timestamp
+    columns: dict[str, str]           # column -> DuckDB type (what the parquet really holds)
+
+
+def parquet_glob(table_dir: Path) -> str:
+    return str(table_dir / "date=*" / "*.parquet")
+
+
+def has_partitions(table_dir: Path) -> bool:
+    return table_dir.is_dir() and any(table_dir.glob("date=*/*.parquet"))
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _is_numeric(duck_type: str) -> bool:
+    return duck_type.upper().startswith(_NUMERIC)
+
+
+def _is_integer(duck_type: str) -> bool:
+    return duck_type.upper() in _INTEGER
+
+
+def _bins(lo: float, hi: float, integer: bool, bins: int) -> tuple[float, float, int]:
+    """(start, width, count) of equal-width bins over [lo, hi]; unit bins for narrow integer ranges."""
+    if hi == lo:
+        return lo, 1.0, 1
+    if integer and hi - lo + 1 <= bins:
+        return lo, 1.0, int(hi - lo) + 1
+    width = (hi - lo) / bins
+    if integer:
+        width = math.ceil((hi - lo + 1) / bins)
+        return lo, float(width), math.ceil((hi - lo + 1) / width)
+    return lo, width, bins
+
+
+def compute_table_stats(
+    table_dir: Path,
+    features: list[str],
+    *,
+    timestamp_column: str = "event_timestamp",
+    bins: int = DEFAULT_BINS,
+    threads: int | None = None,
+) -> TableStats:
+    """Stats of `features` over every date partition under `table_dir` (hive layout date=YYYY-MM-DD)."""
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect(":memory:")
+    try:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        source = f"read_parquet({parquet_glob(table_dir)!r}, hive_partitioning = true, hive_types = {{'date': VARCHAR}})"
+        con.execute(f"CREATE TEMP VIEW t AS SELECT * FROM {source}")
+        columns = {row[0]: row[1] for row in con.execute("DESCRIBE t").fetchall()}
+        present = [name for name in features if name in columns]
+
+        ts = _quote(timestamp_column) if timestamp_column in columns else None
+        partition_rows = con.execute(
+            f"SELECT date, count(*), {f'max({ts})' if ts else 'NULL'} FROM t GROUP BY date ORDER BY date"
+        ).fetchall()
+        partitions = [
+            {"date": day, "rows": rows, "newest_event": newest.isoformat() if newest is not None else None}
+            for day, rows, newest in partition_rows
+        ]
+        total = sum(p["rows"] for p in partitions)
+
+        numeric = [name for name in present if _is_numeric(columns[name])]
+        other = [name for name in present if name not in numeric]
+        result: dict[str, dict[str, Any]] = {}
+
+        # Scan 1: aggregates of every feature at once.
+        select: list[str] = []
+        for name in present:
+            q = _quote(name)
+            select += [f"count({q})", f"approx_count_distinct({q})"]
+            if name in numeric:
+                value = f"{q}::DOUBLE"
+                quantiles = ", ".join(str(p) for p in QUANTILES)
+                select += [f"min({value})", f"max({value})", f"avg({value})", f"stddev_samp({value})",
+                           f"approx_quantile({value}, [{quantiles}])",
+                           f"count(*) FILTER (WHERE isnan({value}))" if not _is_integer(columns[name]) else "0"]
+        row = con.execute(f"SELECT {', '.join(select)} FROM t").fetchone() if select else ()
+        position = 0
+        for name in present:
+            non_null, distinct = row[position], row[position + 1]
+            position += 2
+            stats: dict[str, Any] = {
+                "type": columns[name],
+                "count": total,
+                "nulls": total - non_null,
+                "null_rate": (total - non_null) / total if total else None,
+                "distinct": int(distinct),
+                "distinct_is_approximate": True,
+            }
+            if name in numeric:
+                lo, hi, mean, std, quantiles, nans = row[position:position + 6]
+                position += 6
+                stats.update(min=_finite(lo), max=_finite(hi), mean=_finite(mean), std=_finite(std), nans=int(nans),
+                             quantiles={str(p): _finite(v) for p, v in zip(QUANTILES, quantiles or [None] * len(QUANTILES))})
+            result[name] = stats
+
+        # Scan 2: histograms of every numeric feature at once (bin index per value, counted).
+        hist_select, layouts = [], {}
+        for name in numeric:
+            lo, hi = result[name].get("min"), result[name].get("max")
+            if lo is None or hi is None:
+                continue
+            start, width, count = _bins(lo, hi, _is_integer(columns[name]), bins)
+            layouts[name] = (start, width, count)
+            value = f"{_quote(name)}::DOUBLE"
+            hist_select.append(
+                f"histogram(least(greatest(floor(({value} - {start!r}) / {width!r}), 0), {count - 1})::INTEGER) "
+                f"FILTER (WHERE {value} IS NOT NULL AND NOT isnan({value}))"
+            )
+        if hist_select:
+            hist_row = con.execute(f"SELECT {', '.join(hist_select)} FROM t").fetchone()
+            for name, counts in zip(layouts, hist_row):
+                start, width, count = layouts[name]
+                counts = counts or {}
+                result[name]["histogram"] = {
+                    "kind": "numeric",
+                    "edges": [start + width * i for i in range(count + 1)],
+                    "counts": [int(counts.get(i, 0)) for i in range(count)],
+                }
+        for name in other:
+            top = con.execute(
+                f"SELECT {_quote(name)}::VARCHAR AS v, count(*) AS n FROM t GROUP BY v ORDER BY n DESC, v LIMIT {TOP_VALUES}"
+            ).fetchall()
+            result[name]["histogram"] = {"kind": "categorical", "labels": [str(v) for v, _ in top], "counts": [n for _, n in top]}
+        for name in features:
+            if name not in result:
+                result[name] = {"missing": True, "error": f"column {name!r} not in {table_dir}"}
+        return TableStats(rows=total, seconds=round(time.perf_counter() - started, 3), features=result,
+                          partitions=partitions, columns=columns)
+    finally:
+        con.close()

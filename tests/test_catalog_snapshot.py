@@ -1,0 +1,236 @@
+"""The catalog snapshot builder on a small Feast repo, lake, Dagster instance and model manifest made here."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from catalog.definitions import parse_feast_repo
+from catalog.search import search_features
+from catalog.snapshot import build_snapshot, catalog_dir, read_snapshot, write_snapshot
+from featurestack.settings import load_settings
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+DAYS = ["2026-11-18", "2026-11-19", "2026-11-20"]
+
+REPO = '''
+from datetime import timedelta
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_format import ParquetFormat
+from feast.types import Float64, Int64, String
+
+card = Entity(name="card", join_keys=["card_id"], value_type=ValueType.INT64, description="A payment card.", owner="cards@example.com")
+
+card_spend = FeatureView(
+    name="card_spend", entities=[card], ttl=timedelta(days=2), online=True, owner="cards@example.com",
+    description="Daily spend of a card.", tags={{"pipeline": "card_spend", "freshness_sla_hours": "24", "team": "payments"}},
+    source=FileSource(name="card_spend_source", path="{offline}/card_spend", file_format=ParquetFormat(), timestamp_field="event_timestamp"),
+    schema=[
+        Field(name="spend_1d", dtype=Float64, description="Amount spent on the day."),
+        Field(name="txn_count_1d", dtype=Int64, description="Transactions on the day."),
+        Field(name="top_country", dtype=String, description="Most frequent country of the day."),
+    ],
+)
+
+card_limits = FeatureView(
+    name="card_limits", entities=[card], ttl=timedelta(days=30), online=True, owner="credit@example.com",
+    description="Credit limit of a card.", tags={{"pipeline": "card_limits", "freshness_sla_hours": "48"}},
+    source=FileSource(name="card_limits_source", path="{offline}/card_limits", file_format=ParquetFormat(), timestamp_field="event_timestamp"),
+    schema=[Field(name="credit_limit", dtype=Float64, description="Credit limit in EUR.")],
+)
+
+spend_model_v1 = FeatureService(name="spend_model_v1", features=[card_spend[["spend_1d", "txn_count_1d"]], card_limits],
+                                owner="ml@example.com", description="Spend model.")
+'''
+
+PIPELINE = '''
+from pipelines.registry import FeaturePipeline
+
+def build(tables, day):
+    return tables["transactions"]
+
+PIPELINE = FeaturePipeline(name="card_spend", inputs={"transactions": 1, "users": 0}, build=build)
+'''
+
+
+def write_offline_partition(table_dir: Path, day: str, rows: int, *, newest: datetime, seed: int) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    offsets = rng.integers(0, 3600 * 12, rows)
+    offsets[-1] = 0  # the newest value is exactly `newest`
+    stamps = [newest - timedelta(seconds=int(s)) for s in offsets]
+    spend = rng.gamma(2.0, 30.0, rows)
+    spend[::10] = np.nan  # 10 % missing
+    table = pa.table({
+        "card_id": pa.array(np.arange(rows), pa.int64()),
+        "event_timestamp": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+        "spend_1d": pa.array(spend, pa.float64(), from_pandas=True),
+        "txn_count_1d": pa.array(rng.integers(1, 6, rows), pa.int64()),
+        "top_country": pa.array(rng.choice(["DE", "FR", "NL"], rows, p=[0.6, 0.3, 0.1])),
+    })
+    path = table_dir / f"date={day}"
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path / "part-00000.parquet")
+
+
+def report_dagster_events(dagster_home: Path) -> None:
+    import dagster as dg
+
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text("")
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    offline, online = dg.AssetKey(["features", "card_spend"]), dg.AssetKey(["online", "card_spend"])
+    for day in DAYS:
+        instance.report_runless_asset_event(dg.AssetMaterialization(offline, partition=day, metadata={"dagster/row_count": 200}))
+    for day in DAYS[:2]:  # the last day is not published online yet
+        instance.report_runless_asset_event(dg.AssetMaterialization(online, partition=day, metadata={"written": 200}))
+    # An expectation suite that failed on the first day and passed after; a freshness check that passed.
+    for day, passed in zip(DAYS, (False, True, True)):
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=offline, check_name="expectation_suite", passed=passed, partition=day,
+            metadata={"failed_expectations": 0 if passed else 2}, description="GX suite card_spend",
+        ))
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(asset_key=offline, check_name="freshness", passed=True))
+    # Someone else's asset: never shown.
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(asset_key=dg.AssetKey(["raw", "x"]), check_name="other", passed=False))
+    instance.dispose()
+
+
+def build_small_catalog(root: Path, monkeypatch: pytest.MonkeyPatch, *, now: datetime = NOW) -> tuple[dict, object]:
+    """A Feast repo, a lake, a Dagster instance and a model manifest under `root`; returns (snapshot, settings)."""
+    state = root / "state"
+    monkeypatch.setenv("FEATURESTACK_STATE_DIR", str(state))
+    monkeypatch.delenv("FEATURESTACK_DATA_DIR", raising=False)
+    settings = load_settings()
+    repo = root / "repo"
+    repo.mkdir()
+    (repo / "definitions.py").write_text(textwrap.dedent(REPO.format(offline=settings.offline_dir)))
+    pipelines = root / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "card_spend.py").write_text(PIPELINE)
+    for i, day in enumerate(DAYS):
+        newest = datetime.fromisoformat(day).replace(tzinfo=timezone.utc) + timedelta(hours=20)
+        write_offline_partition(settings.offline_dir / "card_spend", day, 200, newest=min(newest, now - timedelta(hours=2)), seed=i)
+    report_dagster_events(settings.dagster_home)
+    model_dir = state / "models" / "spend_mlp"
+    model_dir.mkdir(parents=True)
+    (model_dir / "manifest.json").write_text(json.dumps({
+        "name": "spend_mlp", "feature_service": "spend_model_v1",
+        "features": ["card_spend:spend_1d", "card_spend:txn_count_1d", "card_limits:credit_limit"],
+    }))
+    (state / "models" / "broken").mkdir()
+    (state / "models" / "broken" / "manifest.json").write_text("{not json")
+    snapshot = build_snapshot(settings, definitions=parse_feast_repo(repo), pipelines_dir=pipelines, now=now)
+    return snapshot, settings
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield build_small_catalog(tmp_path_factory.mktemp("catalog"), monkeypatch)
+
+
+def test_definitions_come_from_the_feast_repo(small):
+    snapshot, _ = small
+    assert [e["name"] for e in snapshot["entities"]] == ["card"]
+    assert [v["name"] for v in snapshot["feature_views"]] == ["card_limits", "card_spend"]
+    spend = next(v for v in snapshot["feature_views"] if v["name"] == "card_spend")
+    assert spend["owner"] == "cards@example.com" and spend["join_keys"] == ["card_id"]
+    assert spend["tags"]["team"] == "payments"
+    assert [(f["name"], f["dtype"]) for f in spend["features"]] == [("spend_1d", "Float64"), ("txn_count_1d", "Int64"), ("top_country", "String")]
+    service = snapshot["feature_services"][0]
+    assert service["name"] == "spend_model_v1"
+    assert {(f["view"], f["feature"]) for f in service["features"]} == {
+        ("card_spend", "spend_1d"), ("card_spend", "txn_count_1d"), ("card_limits", "credit_limit")}
+
+
+def test_statistics_per_feature(small):
+    snapshot, _ = small
+    features = {f["id"]: f for f in snapshot["features"]}
+    spend = features["card_spend:spend_1d"]["stats"]
+    assert spend["count"] == 600 and spend["nulls"] == 60 and spend["null_rate"] == pytest.approx(0.1)
+    assert 0 < spend["min"] <= spend["quantiles"]["0.5"] <= spend["max"]
+    assert spend["histogram"]["kind"] == "numeric" and sum(spend["histogram"]["counts"]) == 540
+    count = features["card_spend:txn_count_1d"]["stats"]
+    assert (count["min"], count["max"], count["distinct"]) == (1, 5, 5)
+    assert count["histogram"]["edges"] == [1, 2, 3, 4, 5, 6]  # unit bins for a narrow integer range
+    country = features["card_spend:top_country"]["stats"]
+    assert country["histogram"]["kind"] == "categorical" and country["histogram"]["labels"][0] == "DE"
+    assert country["distinct"] == 3 and "mean" not in country
+    # A view without data says so instead of failing.
+    limits = next(v for v in snapshot["feature_views"] if v["name"] == "card_limits")
+    assert limits["offline"]["rows"] == 0 and "no partitions" in limits["offline"]["error"]
+    assert features["card_limits:credit_limit"]["stats"] is None
+
+
+def test_dagster_materializations_checks_and_badges(small):
+    snapshot, _ = small
+    spend = next(v for v in snapshot["feature_views"] if v["name"] == "card_spend")
+    assert [m["partition"] for m in spend["dagster"]["offline"]["partitions"]] == DAYS[::-1]
+    assert [m["partition"] for m in spend["dagster"]["online"]["partitions"]] == DAYS[1::-1]
+    assert spend["dagster"]["offline"]["partitions"][0]["metadata"]["dagster/row_count"] == 200
+    checks = {(c["check"], c["partition"]): c for c in spend["checks"]}
+    assert checks[("expectation_suite", DAYS[0])]["passed"] is False
+    assert checks[("expectation_suite", DAYS[2])]["passed"] is True
+    assert checks[("freshness", None)]["kind"] == "freshness"
+    assert all(c["asset"].endswith("card_spend") for c in spend["checks"])
+    # The latest suite result passed: validation passes; freshness: offline 2 h old (SLA 24 h),
+    # online = newest value of the last published day (2026-11-19 20:00) = 16 h old.
+    assert spend["validation"]["status"] == "passing"
+    assert spend["freshness"]["offline"]["status"] == "fresh" and spend["freshness"]["offline"]["age_hours"] == 2
+    assert spend["freshness"]["online"]["status"] == "fresh" and spend["freshness"]["online"]["age_hours"] == 16
+    assert spend["freshness"]["status"] == "fresh"
+    limits = next(v for v in snapshot["feature_views"] if v["name"] == "card_limits")
+    assert limits["freshness"]["status"] == "unknown" and limits["validation"]["status"] == "none"
+
+
+def test_freshness_goes_stale_past_the_sla(small, tmp_path, monkeypatch):
+    snapshot, settings = small
+    later = build_snapshot(settings, definitions={k: snapshot[k] for k in ("entities", "feature_views", "feature_services")},
+                           now=NOW + timedelta(hours=12))
+    spend = next(v for v in later["feature_views"] if v["name"] == "card_spend")
+    assert spend["freshness"]["online"]["status"] == "stale"  # 28 h > 24 h
+    assert spend["freshness"]["offline"]["status"] == "fresh"  # 14 h
+    assert spend["freshness"]["status"] == "stale"
+
+
+def test_lineage_and_usage(small):
+    snapshot, _ = small
+    spend = next(v for v in snapshot["feature_views"] if v["name"] == "card_spend")
+    assert spend["pipeline"] == {"name": "card_spend", "module": "pipelines/card_spend.py", "inputs": {"transactions": 1, "users": 0}}
+    limits = next(v for v in snapshot["feature_views"] if v["name"] == "card_limits")
+    assert "no module" in limits["pipeline"]["error"]
+    edges = {(e["source"], e["target"]) for e in snapshot["lineage"]["edges"]}
+    assert {("raw:transactions", "pipeline:card_spend"), ("raw:users", "pipeline:card_spend"),
+            ("pipeline:card_spend", "feature_view:card_spend"), ("feature_view:card_spend", "feature_service:spend_model_v1"),
+            ("feature_view:card_limits", "feature_service:spend_model_v1"), ("feature_service:spend_model_v1", "model:spend_mlp")} <= edges
+    features = {f["id"]: f for f in snapshot["features"]}
+    assert features["card_spend:spend_1d"]["feature_services"] == ["spend_model_v1"]
+    assert features["card_spend:spend_1d"]["models"] == ["spend_mlp"]
+    assert features["card_spend:top_country"]["feature_services"] == [] and features["card_spend:top_country"]["models"] == []
+    models = {m["name"]: m for m in snapshot["models"]}
+    assert "unreadable manifest" in models["broken"]["error"]
+
+
+def test_search(small):
+    snapshot, _ = small
+    ids = lambda text: [f["id"] for f in search_features(snapshot["features"], text)]  # noqa: E731
+    assert ids("spend_1d") == ["card_spend:spend_1d"]
+    assert ids("credit@example.com") == ["card_limits:credit_limit"]  # owner
+    assert ids("team:payments country") == ["card_spend:top_country"]  # tag + description
+    assert set(ids("card")) == {f["id"] for f in snapshot["features"]}  # entity
+    assert ids("spend_mlp credit") == ["card_limits:credit_limit"]  # model + name
+    assert ids("nothing-like-this") == []
+
+
+def test_snapshot_round_trips_as_json(small):
+    snapshot, settings = small
+    path = write_snapshot(snapshot, catalog_dir(settings))
+    assert read_snapshot(path) == json.loads(json.dumps(snapshot, default=str))

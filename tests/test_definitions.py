@@ -1,0 +1,82 @@
+"""The Dagster code location is derived from the Feast definitions: a snapshot of its asset specs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from assets.definitions import DAILY_JOB, SETUP_JOB, build_definitions
+from assets.features import feature_view_assets
+from assets.partitions import daily_partitions
+from featurestack.feast_repo import load_repo_contents
+from featurestack.settings import PROJECT_ROOT, load_settings
+
+
+@pytest.fixture(scope="module")
+def definitions() -> dg.Definitions:
+    return build_definitions(load_settings())
+
+
+def _specs(definitions):
+    graph = definitions.resolve_asset_graph()
+    return {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
+
+
+def test_asset_graph_snapshot(definitions):
+    specs = _specs(definitions)
+    assert sorted(specs) == [
+        "feast_registry",
+        "features/merchant_risk", "features/user_velocity",
+        "online/merchant_risk", "online/user_velocity",
+        "raw/chargebacks", "raw/merchants", "raw/transactions", "raw/users",
+    ]
+    parents = {name: sorted(key.to_user_string() for key in node.parent_keys) for name, node in specs.items()}
+    assert parents["features/user_velocity"] == ["raw/transactions"]
+    assert parents["features/merchant_risk"] == ["raw/chargebacks", "raw/merchants", "raw/transactions"]
+    assert parents["online/user_velocity"] == ["feast_registry", "features/user_velocity"]
+    partitioned = sorted(name for name, node in specs.items() if node.partitions_def is not None)
+    assert partitioned == ["features/merchant_risk", "features/user_velocity", "online/merchant_risk",
+                           "online/user_velocity", "raw/chargebacks", "raw/transactions"]
+    assert specs["features/user_velocity"].owners == ["risk-data@featurestack.dev"]
+    assert specs["features/user_velocity"].tags["feast/pipeline"] == "user_velocity"
+
+
+def test_lookback_becomes_a_partition_mapping(definitions):
+    graph = definitions.resolve_asset_graph()
+    velocity = graph.get(dg.AssetKey(["features", "user_velocity"]))
+    upstream = velocity.partition_mappings[dg.AssetKey(["raw", "transactions"])]
+    assert isinstance(upstream, dg.TimeWindowPartitionMapping) and upstream.start_offset == -7
+    partitions = definitions.resolve_job_def(DAILY_JOB).partitions_def
+    key = "2026-11-10"
+    upstream_keys = upstream.get_upstream_mapped_partitions_result_for_partitions(
+        partitions.subset_with_partition_keys([key]), partitions, partitions
+    ).partitions_subset.get_partition_keys()
+    assert list(upstream_keys) == [f"2026-11-{day:02d}" for day in range(3, 11)]
+
+
+def test_jobs_and_nightly_schedule(definitions):
+    assert {job.name for job in [definitions.resolve_job_def(SETUP_JOB), definitions.resolve_job_def(DAILY_JOB)]} == {SETUP_JOB, DAILY_JOB}
+    schedule = definitions.resolve_schedule_def(f"{DAILY_JOB}_schedule")
+    assert schedule.cron_schedule == "0 1 * * *"
+
+
+def test_a_new_feature_view_yields_its_assets_without_touching_assets():
+    settings = load_settings()
+    repo = load_repo_contents(settings)
+    view = next(v for v in repo.feature_views if v.name == "user_velocity")
+    clone = view.__copy__()
+    clone.name = "user_velocity_v2"
+    assets = feature_view_assets([clone], repo.entities, daily_partitions(settings))
+    keys = {key.to_user_string() for asset in assets for key in asset.keys}
+    assert keys == {"features/user_velocity_v2", "online/user_velocity_v2"}
+
+
+def test_dagster_definitions_validate_passes():
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
