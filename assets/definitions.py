@@ -32,7 +32,6 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     daily_job = dg.define_asset_job(
         DAILY_JOB,
         selection=daily_selection,
-        partitions_def=partitions_def,
         description="One day: raw tables -> feature tables -> Redis.",
     )
     return dg.Definitions(

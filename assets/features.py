@@ -10,6 +10,7 @@ Adding a feature view to feature_repo/ plus its pipeline module is all it takes.
 
 
 import time
+import warnings
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -51,9 +52,12 @@ def _raw_deps(pipeline: FeaturePipeline) -> list[dg.AssetDep]:
     for table, days_back in pipeline.inputs.items():
         mapping = None
         if table in RAW_PARTITIONED_TABLES:
-            mapping = dg.TimeWindowPartitionMapping(
-                start_offset=-days_back, end_offset=0, allow_nonexistent_upstream_partitions=True
-            )
+            # Days before the first partition do not exist; a look-back simply starts later there.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", dg.BetaWarning)
+                mapping = dg.TimeWindowPartitionMapping(
+                    start_offset=-days_back, end_offset=0, allow_nonexistent_upstream_partitions=True
+                )
         deps.append(dg.AssetDep(dg.AssetKey(["raw", table]), partition_mapping=mapping))
     return deps
 

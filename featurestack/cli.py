@@ -50,6 +50,7 @@ def _resolved_environment() -> dict[str, str]:
     endpoint = ensure_redis(settings.redis_url, settings.state_dir)
     export_feast_environment(settings, endpoint.url)
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    (settings.dagster_home / "dagster.yaml").touch()
     print(f"Redis: {endpoint.describe()}", file=sys.stderr)
     return {**os.environ, "REDIS_URL": endpoint.url, "DAGSTER_HOME": str(settings.dagster_home)}
 

@@ -76,6 +76,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     os.environ["REDIS_URL"] = endpoint.url
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    (settings.dagster_home / "dagster.yaml").touch()  # defaults: everything stored under DAGSTER_HOME
     settings = load_settings()
     print(f"Redis: {endpoint.describe()}")
     print(f"Dagster instance: {settings.dagster_home}")

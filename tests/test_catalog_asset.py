@@ -7,10 +7,24 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from catalog.asset import CATALOG_KEY, catalog_asset
 from featurestack.settings import load_settings
-from test_catalog_snapshot import write_offline_partition
+
+
+VELOCITY_INT = ["txn_count_1h", "txn_count_24h", "txn_count_7d", "distinct_merchants_24h"]
+VELOCITY_FLOAT = ["amount_sum_1h", "amount_sum_24h", "amount_sum_7d", "amount_mean_7d", "seconds_since_prev_txn"]
+
+
+def write_user_velocity(path, rows: int, newest: datetime) -> None:
+    path.mkdir(parents=True)
+    columns = {"user_id": pa.array(range(rows), pa.int64()),
+               "event_timestamp": pa.array([newest - timedelta(minutes=i) for i in range(rows)], pa.timestamp("us", tz="UTC"))}
+    columns |= {name: pa.array([i % 7 + 1 for i in range(rows)], pa.int64()) for name in VELOCITY_INT}
+    columns |= {name: pa.array([None if i % 4 == 0 else i * 1.5 for i in range(rows)], pa.float64()) for name in VELOCITY_FLOAT}
+    pq.write_table(pa.table(columns), path / "part-00000.parquet")
 
 
 def test_catalog_asset_depends_on_every_feature_and_online_asset():
@@ -26,7 +40,7 @@ def test_materializing_the_catalog_asset_writes_snapshot_and_pages(tmp_path, mon
     settings = load_settings()
     day = datetime.now(timezone.utc).date()
     newest = datetime.now(timezone.utc) - timedelta(hours=1)
-    write_offline_partition(settings.offline_dir / "user_velocity", day.isoformat(), 100, newest=newest, seed=3)
+    write_user_velocity(settings.offline_dir / "user_velocity" / f"date={day.isoformat()}", 100, newest)
     instance = dg.DagsterInstance.ephemeral()
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(["features", "user_velocity"]), check_name="user_velocity_suite", passed=False,
@@ -45,7 +59,9 @@ def test_materializing_the_catalog_asset_writes_snapshot_and_pages(tmp_path, mon
     assert velocity["offline"]["rows"] == 100 and velocity["validation"]["status"] == "failing"
     assert velocity["freshness"]["offline"]["status"] == "fresh"
     assert velocity["pipeline"]["name"] == "user_velocity"
+    stats = {f["name"]: f["stats"] for f in snapshot["features"] if f["view"] == "user_velocity"}
+    assert stats["txn_count_1h"]["max"] == 7 and stats["seconds_since_prev_txn"]["null_rate"] == 0.25
     assert views["merchant_risk"]["offline"]["rows"] == 0
     assert {"raw:transactions", "feature_view:user_velocity", "feature_service:fraud_detection_v1"} <= {
         node["id"] for node in snapshot["lineage"]["nodes"]}
-    assert (directory / "index.html").exists() and (directory / "feature-user_velocity.txn_count_1d.html").exists()
+    assert (directory / "index.html").exists() and (directory / "feature-user_velocity.txn_count_1h.html").exists()

@@ -110,7 +110,7 @@ def test_historical_retrieval_is_identical_in_both_offline_profiles(platform):
     entity_df = duckdb.sql(f"""
         SELECT user_id, merchant_id, event_timestamp
         FROM read_parquet('{settings.raw_dir / 'transactions'}/*/*.parquet')
-        ORDER BY txn_id USING SAMPLE 300 ROWS (reservoir, 5)
+        ORDER BY hash(txn_id) LIMIT 300
     """).df()
     local_store = open_store(settings, platform.redis.url)
     local = local_store.get_historical_features(entity_df=entity_df, features=local_store.get_feature_service("fraud_detection_v1")).to_df()
