@@ -77,7 +77,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#6
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0}dt{color:#6b7385}dd{margin:0}
 #search{width:100%;max-width:560px;padding:8px 10px;font-size:15px;border:1px solid #b9c1cf;border-radius:6px}
 code{background:#eef1f6;padding:0 4px;border-radius:3px}svg text{font:11px system-ui,sans-serif}
-.bar{fill:#4a7fd4}.bar:hover{fill:#1f5fbf}.lnode rect{fill:#fff;stroke:#8792a8}.lnode.focus rect{stroke:#1f5fbf;stroke-width:2.5;fill:#eaf1fd}
+.bar{fill:#4a7fd4}.bar:hover{fill:#1f5fbf}.bar.tail{fill:#b38b2e}.lnode rect{fill:#fff;stroke:#8792a8}.lnode.focus rect{stroke:#1f5fbf;stroke-width:2.5;fill:#eaf1fd}
 .lnode.dim{opacity:.35}.ledge{fill:none;stroke:#9aa4b8;stroke-width:1.3}.ledge.dim{opacity:.2}
 .error{background:#fbdcdc;color:#8a1c1c;padding:6px 10px;border-radius:4px}
 """
@@ -121,6 +121,10 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def pct(rate: float | None) -> str:
+    return "–" if rate is None else f"{fmt(round(rate * 100, 2))} %"
+
+
 def duration(seconds: int | None) -> str:
     if not seconds:
         return "none"
@@ -158,20 +162,26 @@ def page(title: str, body: str, links: Links, snapshot: dict[str, Any]) -> str:
 def histogram_svg(histogram: dict[str, Any] | None, *, width: int = 560, height: int = 180, mini: bool = False) -> str:
     if not histogram or not histogram.get("counts"):
         return '<span class="muted">no values</span>'
-    counts = histogram["counts"]
+    counts = list(histogram["counts"])
+    above = histogram.get("above") or 0
+    if above:
+        counts.append(above)
     pad_l, pad_b, pad_t = (0, 0, 0) if mini else (48, 34, 8)
     plot_w, plot_h = width - pad_l - 4, height - pad_b - pad_t
     top = max(counts) or 1
     bar_w = plot_w / len(counts)
     if histogram["kind"] == "numeric":
         edges = histogram["edges"]
-        labels = [f"[{fmt(edges[i])}, {fmt(edges[i + 1])})" for i in range(len(counts))]
+        labels = [f"[{fmt(edges[i])}, {fmt(edges[i + 1])})" for i in range(len(histogram["counts"]))]
+        if above:
+            labels.append(f"≥ {fmt(edges[-1])} (tail above p99)")
     else:
         labels = histogram["labels"]
     parts = []
     for i, count in enumerate(counts):
         h = plot_h * count / top
-        parts.append(f'<rect class="bar" x="{pad_l + i * bar_w + 0.5:.1f}" y="{pad_t + plot_h - h:.1f}" '
+        tail = " tail" if above and i == len(counts) - 1 else ""
+        parts.append(f'<rect class="bar{tail}" x="{pad_l + i * bar_w + 0.5:.1f}" y="{pad_t + plot_h - h:.1f}" '
                      f'width="{max(bar_w - 1, 0.5):.1f}" height="{h:.1f}"><title>{e(labels[i])}: {count:,}</title></rect>')
     if not mini:
         parts.append(f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{width - 4}" y2="{pad_t + plot_h}" stroke="#8792a8"/>')
@@ -180,11 +190,13 @@ def histogram_svg(histogram: dict[str, Any] | None, *, width: int = 560, height:
         if histogram["kind"] == "numeric":
             edges = histogram["edges"]
             parts.append(f'<text x="{pad_l}" y="{height - 18}">{e(fmt(edges[0]))}</text>')
-            parts.append(f'<text x="{width - 4}" y="{height - 18}" text-anchor="end">{e(fmt(edges[-1]))}</text>')
+            end_label = f"{fmt(edges[-1])} | tail ≥" if above else fmt(edges[-1])
+            parts.append(f'<text x="{width - 4 - (bar_w if above else 0):.0f}" y="{height - 18}" text-anchor="end">{e(end_label)}</text>')
         else:
             for i, label in enumerate(labels):
                 parts.append(f'<text x="{pad_l + (i + 0.5) * bar_w:.1f}" y="{height - 18}" text-anchor="middle">{e(label[:10])}</text>')
-        parts.append(f'<text x="{pad_l + plot_w / 2:.0f}" y="{height - 3}" text-anchor="middle" class="muted">value · bar height = rows</text>')
+        axis = "value (log-spaced bins)" if histogram.get("scale") == "log" else "value"
+        parts.append(f'<text x="{pad_l + plot_w / 2:.0f}" y="{height - 3}" text-anchor="middle" class="muted">{axis} · bar height = rows</text>')
     element_id = "" if mini else ' id="histogram"'
     return (f'<svg{element_id} class="histogram" role="img" aria-label="histogram" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>')
@@ -275,7 +287,7 @@ def render_index(snapshot: dict[str, Any], links: Links) -> str:
             f'<td><a href="{links.view(feature["view"])}">{e(feature["view"])}</a></td><td>{e(feature["dtype"])}</td>'
             f'<td>{e(feature["description"])}</td><td>{e(feature["owner"])}</td><td>{e(", ".join(feature["entities"]))}</td>'
             f'<td>{_feature_badges(view)}</td>'
-            f'<td class="num">{fmt(stats.get("null_rate") * 100) + " %" if stats.get("null_rate") is not None else "–"}</td>'
+            f'<td class="num">{pct(stats.get("null_rate"))}</td>'
             f'<td>{histogram_svg(stats.get("histogram"), width=90, height=22, mini=True) if stats.get("histogram") else ""}</td></tr>'
         )
     view_rows = "".join(
@@ -387,7 +399,7 @@ def render_view(snapshot: dict[str, Any], name: str, links: Links) -> str | None
         f'<tr><td><a href="{links.feature(name, field["name"])}">{e(field["name"])}</a></td><td>{e(field["dtype"])}</td>'
         f'<td>{e(field["description"])}</td>'
         + "".join(f'<td class="num">{fmt((features[field["name"]].get("stats") or {}).get(k))}</td>' for k in ("min", "mean", "max"))
-        + f'<td class="num">{fmt(((features[field["name"]].get("stats") or {}).get("null_rate") or 0) * 100)} %</td>'
+        + f'<td class="num">{pct((features[field["name"]].get("stats") or {}).get("null_rate"))}</td>'
         f'<td>{histogram_svg((features[field["name"]].get("stats") or {}).get("histogram"), width=120, height=26, mini=True)}</td></tr>'
         for field in view["features"]
     )
@@ -425,7 +437,7 @@ def render_feature(snapshot: dict[str, Any], view_name: str, name: str, links: L
     stats = feature.get("stats") or {}
     quantiles = stats.get("quantiles") or {}
     stat_rows = [
-        ("rows", fmt(stats.get("count"))), ("nulls", f'{fmt(stats.get("nulls"))} ({fmt((stats.get("null_rate") or 0) * 100)} %)'),
+        ("rows", fmt(stats.get("count"))), ("nulls", f'{fmt(stats.get("nulls"))} ({pct(stats.get("null_rate"))})'),
         ("distinct", "≈ " + fmt(stats.get("distinct"))), ("min", fmt(stats.get("min"))), ("mean", fmt(stats.get("mean"))),
         ("std", fmt(stats.get("std"))), ("max", fmt(stats.get("max"))),
         *((f"p{float(q) * 100:g}", fmt(v)) for q, v in quantiles.items()),

@@ -1,8 +1,10 @@
 """Statistics per feature over a view's offline parquet, computed with DuckDB.
 
-Two scans of the table whatever its width: one for the aggregates of every feature (count, nulls,
-min, max, mean, std, quantiles, distinct count), one for the histograms of every feature (bins fixed
-by the first scan's min/max). Numbers only; other types get their most frequent values instead.
+Three scans of the table whatever its width: rows and newest event per date partition; the
+aggregates of every feature (count, nulls, NaNs, min, max, mean, std, quantiles from a reservoir
+sample, HyperLogLog distinct count); the histograms of every feature (bins fixed by the second scan:
+equal width, unit bins for narrow integer ranges, [min, p99] plus a tail count for a long tail,
+log-spaced for values spanning orders of magnitude). Non-numeric features get their top values.
 """
 
 from __future__ import annotations
@@ -148,22 +150,44 @@ def compute_table_stats(
             lo, hi = result[name].get("min"), result[name].get("max")
             if lo is None or hi is None:
                 continue
+            p99 = (result[name].get("quantiles") or {}).get("0.99")
+            median = (result[name].get("quantiles") or {}).get("0.5")
+            if lo > 0 and hi / lo >= 1000 and median is not None and median - lo < (hi - lo) / bins:
+                # Heavy right tail over orders of magnitude (amounts): log-spaced bins.
+                start, width, count = math.log(lo), (math.log(hi) - math.log(lo)) / bins, bins
+                layouts[name] = (start, width, count, "log")
+                hist_select.append(f"histogram(floor((ln({_quote(name)}) - {start!r}) * {1 / width!r}))")
+                continue
+            if p99 is not None and lo < p99 < hi and hi - p99 > p99 - lo:
+                # A long tail (max further above p99 than p99 is above min) would squash every bar but
+                # one: bin [min, p99] and count what lies above it apart.
+                hi = p99
             start, width, count = _bins(lo, hi, _is_integer(columns[name]), bins)
-            layouts[name] = (start, width, count)
+            layouts[name] = (start, width, count, "linear")
             # Bin index as a DOUBLE (no clamping or casting per row: clamped below; NaN has its own key).
             hist_select.append(f"histogram(floor(({_quote(name)} - {start!r}) * {1 / width!r}))")
         if hist_select:
             hist_row = con.execute(f"SELECT {', '.join(hist_select)} FROM t").fetchone()
             for name, counts in zip(layouts, hist_row):
-                start, width, count = layouts[name]
-                binned = [0] * count
+                start, width, count, scale = layouts[name]
+                edges = [start + width * i for i in range(count + 1)]
+                if scale == "log":
+                    edges = [math.exp(edge) for edge in edges]
+                binned, above = [0] * count, 0
+                clipped = edges[-1] < result[name]["max"] and scale == "linear"
                 for key, n in (counts or {}).items():
-                    if key is not None and math.isfinite(key):
+                    if key is None or not math.isfinite(key):
+                        continue
+                    if clipped and key >= count:
+                        above += int(n)
+                    else:
                         binned[min(max(int(key), 0), count - 1)] += int(n)  # the max lands on the last edge
                 result[name]["histogram"] = {
                     "kind": "numeric",
-                    "edges": [start + width * i for i in range(count + 1)],
+                    "scale": scale,  # 'log': log-spaced edges (values spanning orders of magnitude)
+                    "edges": edges,
                     "counts": binned,
+                    "above": above,  # values above the last edge (long tail beyond p99), 0 if none
                 }
         for name in other:
             top = con.execute(

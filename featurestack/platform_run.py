@@ -86,7 +86,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
         raise SystemExit(f"no landing data under {settings.landing_dir}: run `featurestack generate` first")
     selected = landed[:days] if days else landed
 
-    from assets.definitions import DAILY_JOB, SETUP_JOB, build_definitions
+    from assets.definitions import CATALOG_JOB, DAILY_JOB, SETUP_JOB, build_definitions
 
     # Redis may have been restarted empty (it keeps nothing on disk): then nothing counts as done.
     if not _redis_holds_project(endpoint.url, settings.feast_project):
@@ -99,6 +99,10 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     setup_fingerprint = f"{code}-{dimensions}-{endpoint.url}"
     _execute(instance, definitions.resolve_job_def(SETUP_JOB), None, setup_fingerprint, force, outcome)
     daily = definitions.resolve_job_def(DAILY_JOB)
+    complete_days = set(daily.partitions_def.get_partition_keys())
+    for day in [day for day in selected if day.isoformat() not in complete_days]:
+        print(f"  daily_features[{day}]: the day is not over yet (UTC), left for the schedule")
+    selected = outcome.days = [day for day in selected if day.isoformat() in complete_days]
     for day in selected:
         history = [
             settings.landing_dir / table / f"date={(day - timedelta(days=back)).isoformat()}"
@@ -107,6 +111,8 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
         ]
         day_fingerprint = f"{setup_fingerprint}-{lake.fingerprint([path for path in history if path.exists()])}"
         _execute(instance, daily, day.isoformat(), day_fingerprint, force, outcome)
+    if outcome.ran:
+        _execute(instance, definitions.resolve_job_def(CATALOG_JOB), None, day_fingerprint, True, outcome)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -151,4 +157,5 @@ def print_summary(outcome: RunOutcome) -> None:
         if name not in entity:
             print(f"  {name:<40} {values[0]}")
     print("\nnext: `make dev` opens the Dagster UI on http://127.0.0.1:3000 (dagster dev -w workspace.yaml),")
+    print("      `featurestack catalog` serves the feature catalog on http://127.0.0.1:8080,")
     print("      `featurestack status` shows the lake and Redis, `make test` runs the tests.")

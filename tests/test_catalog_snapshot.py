@@ -234,3 +234,27 @@ def test_snapshot_round_trips_as_json(small):
     snapshot, settings = small
     path = write_snapshot(snapshot, catalog_dir(settings))
     assert read_snapshot(path) == json.loads(json.dumps(snapshot, default=str))
+
+
+def test_long_tail_histogram_bins_up_to_p99(tmp_path):
+    from catalog.stats import compute_table_stats
+
+    values = [float(i % 100) for i in range(10_000)] + [1e6] * 50  # 0.5 % far out
+    path = tmp_path / "t" / "date=2026-11-01"
+    path.mkdir(parents=True)
+    pq.write_table(pa.table({"x": values}), path / "part-00000.parquet")
+    histogram = compute_table_stats(tmp_path / "t", ["x"]).features["x"]["histogram"]
+    assert histogram["edges"][-1] < 1000 and histogram["above"] >= 50
+    assert sum(histogram["counts"]) + histogram["above"] == 10_050
+
+
+def test_values_spanning_orders_of_magnitude_get_log_bins(tmp_path):
+    from catalog.stats import compute_table_stats
+
+    values = [10 ** (i / 1000) for i in range(6000)]  # 1 .. 1e6, uniform in log
+    path = tmp_path / "t" / "date=2026-11-01"
+    path.mkdir(parents=True)
+    pq.write_table(pa.table({"amount": values}), path / "part-00000.parquet")
+    histogram = compute_table_stats(tmp_path / "t", ["amount"]).features["amount"]["histogram"]
+    assert histogram["scale"] == "log" and histogram["edges"][0] == pytest.approx(1) and histogram["edges"][-1] == pytest.approx(10 ** 5.999)
+    assert max(histogram["counts"]) - min(histogram["counts"]) <= 2  # even in log space

@@ -8,7 +8,7 @@ import sys
 import dagster as dg
 import pytest
 
-from assets.definitions import DAILY_JOB, SETUP_JOB, build_definitions
+from assets.definitions import CATALOG_JOB, DAILY_JOB, SETUP_JOB, build_definitions
 from assets.features import feature_view_assets
 from assets.partitions import daily_partitions
 from featurestack.feast_repo import load_repo_contents
@@ -28,6 +28,7 @@ def _specs(definitions):
 def test_asset_graph_snapshot(definitions):
     specs = _specs(definitions)
     assert sorted(specs) == [
+        "catalog",
         "feast_registry",
         "features/merchant_risk", "features/user_velocity",
         "online/merchant_risk", "online/user_velocity",
@@ -58,7 +59,7 @@ def test_lookback_becomes_a_partition_mapping(definitions):
 
 
 def test_jobs_and_nightly_schedule(definitions):
-    assert {job.name for job in [definitions.resolve_job_def(SETUP_JOB), definitions.resolve_job_def(DAILY_JOB)]} == {SETUP_JOB, DAILY_JOB}
+    assert {job.name for job in definitions.resolve_all_job_defs()} >= {SETUP_JOB, DAILY_JOB, CATALOG_JOB}
     schedule = definitions.resolve_schedule_def(f"{DAILY_JOB}_schedule")
     assert schedule.cron_schedule == "0 1 * * *"
 

@@ -81,7 +81,7 @@ def test_online_values_equal_latest_offline_values(platform, view, join_key):
 
 
 def test_every_day_and_asset_ran_and_materializations_are_registered(platform):
-    assert platform.ran == ["platform_setup"] + [f"daily_features[{day.isoformat()}]" for day in platform.days]
+    assert platform.ran == ["platform_setup", *(f"daily_features[{day.isoformat()}]" for day in platform.days), "refresh_catalog"]
     store = open_store(platform.settings, platform.redis.url)
     for view in ("user_velocity", "merchant_risk"):
         intervals = store.get_feature_view(view).materialization_intervals
@@ -100,7 +100,7 @@ def test_second_run_skips_everything_and_a_forced_rerun_changes_nothing(platform
     again = run_platform(platform.settings)
     assert again.ran == [] and len(again.skipped) == DAYS + 1
     rerun = run_platform(platform.settings, days=1, force=True)
-    assert rerun.ran == ["platform_setup", f"daily_features[{platform.days[0].isoformat()}]"]
+    assert rerun.ran == ["platform_setup", f"daily_features[{platform.days[0].isoformat()}]", "refresh_catalog"]
     assert _offline_digests(platform.settings) == before
 
 
