@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Re-install only when the lock or the project metadata changes.
 INSTALLED := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+# torch comes from pip, not the lock: pip takes the CPU wheel on this disk (or CUDA where present);
+# uv would resolve the multi-GB CUDA build from PyPI.
+TORCH_VERSION := 2.13.0
 DEMO_DAYS ?= 4
 DEMO_TRANSACTIONS_PER_DAY ?= 20000
 
@@ -18,6 +21,7 @@ $(INSTALLED): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.8
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 

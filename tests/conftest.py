@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 import redis
 
 from pipelines.spark import build_spark_session
+
+PLATFORM_DAYS = 3
+PLATFORM_TRANSACTIONS_PER_DAY = 1500
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +34,30 @@ def delete_project_keys(url: str, project: str) -> None:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory, redis_url, spark):
+    """The whole platform run once for the session on 3 generated days, under its own Feast project."""
+    from featurestack.platform_run import run_platform
+    from featurestack.settings import load_settings
+    from pipelines.generator import generate
+
+    saved_environment = dict(os.environ)
+    project = f"fs_e2e_{uuid.uuid4().hex[:8]}"
+    os.environ.update(
+        FEATURESTACK_STATE_DIR=str(tmp_path_factory.mktemp("platform")),
+        FEATURESTACK_FEAST_PROJECT=project,
+        FEATURESTACK_OFFLINE_PROFILE="local",
+        REDIS_URL=redis_url,
+    )
+    os.environ.pop("FEATURESTACK_DATA_DIR", None)
+    try:
+        settings = load_settings()
+        generate(settings.landing_dir, settings.start_date, PLATFORM_DAYS, PLATFORM_TRANSACTIONS_PER_DAY, seed=11)
+        outcome = run_platform(settings)
+        yield outcome
+    finally:
+        delete_project_keys(redis_url, project)
+        os.environ.clear()
+        os.environ.update(saved_environment)

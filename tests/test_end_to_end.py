@@ -5,44 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import uuid
 from dataclasses import replace
 
 import duckdb
 import pandas as pd
 import pytest
 
-from featurestack.feast_repo import apply_repo, open_store
+from featurestack.feast_repo import apply_repo, export_feast_environment, open_store
 from featurestack.platform_run import run_platform
-from featurestack.settings import load_settings
-from pipelines.generator import generate
-from tests.conftest import delete_project_keys
-
-DAYS = 3
-TRANSACTIONS_PER_DAY = 1500
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory, redis_url, spark):
-    saved_environment = dict(os.environ)
-    project = f"fs_e2e_{uuid.uuid4().hex[:8]}"
-    os.environ.update(
-        FEATURESTACK_STATE_DIR=str(tmp_path_factory.mktemp("platform")),
-        FEATURESTACK_FEAST_PROJECT=project,
-        FEATURESTACK_OFFLINE_PROFILE="local",
-        REDIS_URL=redis_url,
-    )
-    os.environ.pop("FEATURESTACK_DATA_DIR", None)
-    try:
-        settings = load_settings()
-        generate(settings.landing_dir, settings.start_date, DAYS, TRANSACTIONS_PER_DAY, seed=11)
-        outcome = run_platform(settings)
-        yield outcome
-    finally:
-        delete_project_keys(redis_url, project)
-        os.environ.clear()
-        os.environ.update(saved_environment)
+from tests.conftest import PLATFORM_DAYS as DAYS
 
 
 def _latest_offline(settings, view: str, join_key: str) -> pd.DataFrame:
@@ -116,9 +87,12 @@ def test_historical_retrieval_is_identical_in_both_offline_profiles(platform):
     local = local_store.get_historical_features(entity_df=entity_df, features=local_store.get_feature_service("fraud_detection_v1")).to_df()
 
     spark_settings = replace(settings, offline_profile="spark")
-    apply_repo(spark_settings, platform.redis.url)
-    spark_store = open_store(spark_settings, platform.redis.url)
-    on_spark = spark_store.get_historical_features(entity_df=entity_df, features=spark_store.get_feature_service("fraud_detection_v1")).to_df()
+    try:
+        apply_repo(spark_settings, platform.redis.url)
+        spark_store = open_store(spark_settings, platform.redis.url)
+        on_spark = spark_store.get_historical_features(entity_df=entity_df, features=spark_store.get_feature_service("fraud_detection_v1")).to_df()
+    finally:
+        export_feast_environment(settings, platform.redis.url)  # later tests use the local profile again
 
     def normalized(frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.copy()
