@@ -34,6 +34,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from featurestack.redis_server import ensure_redis
+    from training.train import train
+
+    settings = load_settings()
+    result = train(settings, ensure_redis(settings.redis_url, settings.state_dir).url, args.feature_service, epochs=args.epochs)
+    manifest = result.manifest
+    print(f"trained {manifest['model']} on {manifest['feature_service']} ({len(manifest['feature_refs'])} features) on {manifest['trained_on']}")
+    print(f"  window   train {manifest['training_window']['train']}  test {manifest['training_window']['test']}")
+    print(f"  rows     {manifest['rows']}")
+    for name, value in manifest["metrics"].items():
+        print(f"  {name:<16} {value:.4f}")
+    print(f"  artifact {result.model_dir}")
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from featurestack.status import print_status
 
@@ -147,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--days", type=int, default=None, help="only the first N landed days (default: all)")
     run.add_argument("--force", action="store_true", help="rerun partitions whose inputs and code did not change")
     run.set_defaults(handler=_cmd_run)
+
+    train = commands.add_parser("train", help="train the fraud model on a feature service (Feast SDK, PIT-correct)")
+    train.add_argument("--feature-service", default="fraud_detection_v1")
+    train.add_argument("--epochs", type=int, default=10)
+    train.set_defaults(handler=_cmd_train)
 
     status = commands.add_parser("status", help="what is in the lake, the registry and Redis")
     status.set_defaults(handler=_cmd_status)

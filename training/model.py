@@ -1,0 +1,67 @@
+"""The fraud model and the feature matrix it reads, shared by training and serving (no feast here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+# Request-time inputs: known only when the transaction arrives, so they never come from the store.
+REQUEST_FEATURES = ("amount_log", "amount_to_user_mean_7d")
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_inputs(store_values: np.ndarray, missing_views: np.ndarray, amounts: np.ndarray, user_mean_column: int) -> np.ndarray:
+    """[store features (NaN -> 0), one missing flag per view, request-time features] as float32."""
+    user_mean = store_values[:, user_mean_column]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(user_mean > 0, amounts / user_mean, 1.0)
+    request = np.column_stack([np.log1p(np.maximum(amounts, 0.0)), np.nan_to_num(ratio, nan=1.0)])
+    return np.column_stack([np.nan_to_num(store_values, nan=0.0), missing_views.astype(np.float64), request]).astype(np.float32)
+
+
+class FraudMLP(nn.Module):
+    """Standardizes its inputs itself, so serving feeds raw values exactly like training did."""
+
+    def __init__(self, n_inputs: int, hidden: int = 64):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_inputs))
+        self.register_buffer("scale", torch.ones(n_inputs))
+        self.layers = nn.Sequential(
+            nn.Linear(n_inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
+
+    def fit_scaler(self, inputs: torch.Tensor) -> None:
+        self.mean.copy_(inputs.mean(dim=0))
+        self.scale.copy_(inputs.std(dim=0).clamp_min(1e-6))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.layers((inputs - self.mean) / self.scale).squeeze(-1)
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve via the rank-sum (ties get average ranks)."""
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    _, inverse, counts = np.unique(sorted_scores, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=np.arange(1, len(scores) + 1))
+    ranks[order] = (sums / counts)[inverse]
+    positives = labels.sum()
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """PR-AUC as average precision: mean precision at each positive, by descending score."""
+    order = np.argsort(-scores, kind="mergesort")
+    hits = labels[order] == 1
+    if not hits.any():
+        return float("nan")
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].mean())
