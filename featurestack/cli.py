@@ -50,6 +50,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.app import create_app
+
+    uvicorn.run(create_app(load_settings()), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from featurestack.status import print_status
 
@@ -168,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--feature-service", default="fraud_detection_v1")
     train.add_argument("--epochs", type=int, default=10)
     train.set_defaults(handler=_cmd_train)
+
+    serve = commands.add_parser("serve", help="the online prediction endpoint (FastAPI on uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=_cmd_serve)
 
     status = commands.add_parser("status", help="what is in the lake, the registry and Redis")
     status.set_defaults(handler=_cmd_status)

@@ -34,6 +34,17 @@ def _parse_spark_conf(raw: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class ServingSettings:
+    model_dir: str = ""  # empty: the latest model trained on `feature_service`
+    feature_service: str = "fraud_detection_v1"
+    max_batch_rows: int = 512  # rows per model call: concurrent requests are merged up to this
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_request_rows: int = 4096  # candidates in one /predict request
+    max_pending_rows: int = 50_000  # queued rows beyond this are refused with 503 (bounded memory)
+    redis_timeout_s: float = 0.5  # a Redis that does not answer in time is a 503, never a hang
+
+
+@dataclass(frozen=True)
 class Settings:
     state_dir: Path
     data_dir: Path
@@ -46,6 +57,7 @@ class Settings:
     spark_conf: dict[str, str] = field(default_factory=dict)
     start_date: date = date(2026, 11, 1)
     webhook_url: str = ""
+    serving: ServingSettings = field(default_factory=lambda: ServingSettings())
 
     @property
     def landing_dir(self) -> Path:
@@ -73,6 +85,10 @@ class Settings:
         return self.state_dir / "dagster"
 
     @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+    @property
     def feature_store_yaml(self) -> Path:
         # `local` is feast's default file name, so plain `feast` commands in feature_repo/ use the embedded profile.
         name = "feature_store.yaml" if self.offline_profile == "local" else f"feature_store.{self.offline_profile}.yaml"
@@ -97,6 +113,15 @@ def load_settings() -> Settings:
         spark_conf=_parse_spark_conf(_env("FEATURESTACK_SPARK_CONF", "")),
         start_date=date.fromisoformat(_env("FEATURESTACK_START_DATE", "2026-11-01")),
         webhook_url=_env("FEATURESTACK_ALERT_WEBHOOK_URL", ""),
+        serving=ServingSettings(
+            model_dir=_env("FEATURESTACK_MODEL_DIR", ""),
+            feature_service=_env("FEATURESTACK_SERVING_FEATURE_SERVICE", "fraud_detection_v1"),
+            max_batch_rows=int(_env("FEATURESTACK_SERVING_MAX_BATCH_ROWS", "512")),
+            max_wait_ms=float(_env("FEATURESTACK_SERVING_MAX_WAIT_MS", "2")),
+            max_request_rows=int(_env("FEATURESTACK_SERVING_MAX_REQUEST_ROWS", "4096")),
+            max_pending_rows=int(_env("FEATURESTACK_SERVING_MAX_PENDING_ROWS", "50000")),
+            redis_timeout_s=float(_env("FEATURESTACK_SERVING_REDIS_TIMEOUT_S", "0.5")),
+        ),
     )
 
 

@@ -113,7 +113,7 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
         "train_roc_auc": roc_auc(labels[~is_test], _scores(model, inputs[~is_test], device)),
     }
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    model_dir = settings.state_dir / "models" / feature_service / version
+    model_dir = settings.models_dir / feature_service / version
     model_dir.mkdir(parents=True)
     torch.save(model.cpu().state_dict(), model_dir / MODEL_FILE)
     entity_types = {entity.join_key: entity.value_type for entity in store.list_entities()}

@@ -1,0 +1,67 @@
+"""The model as trained: loaded from its manifest, fed exactly the manifest's features."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import redis
+import torch
+
+from featurestack.settings import Settings
+from serving.online_reader import OnlineFeatureReader, OnlineFeatures
+from serving.redis_layout import ViewLayout
+from training.model import FraudMLP, model_inputs, pick_device
+
+MANIFEST_FILE = "manifest.json"
+LATEST_FILE = "LATEST"
+
+
+def resolve_model_dir(settings: Settings) -> Path:
+    if settings.serving.model_dir:
+        return Path(settings.serving.model_dir)
+    service_dir = settings.models_dir / settings.serving.feature_service
+    latest = service_dir / LATEST_FILE
+    if not latest.exists():
+        raise FileNotFoundError(
+            f"no trained model for {settings.serving.feature_service} under {service_dir}: run `featurestack train` "
+            "or set FEATURESTACK_MODEL_DIR"
+        )
+    return service_dir / latest.read_text().strip()
+
+
+@dataclass(frozen=True)
+class Scored:
+    scores: np.ndarray
+    features: OnlineFeatures
+
+
+class Predictor:
+    def __init__(self, model_dir: Path, client: redis.Redis):
+        self.manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
+        layouts = [
+            ViewLayout(name=view, join_keys=tuple(map(tuple, spec["join_keys"])), features=tuple(map(tuple, spec["features"])))
+            for view, spec in self.manifest["feature_views"].items()
+        ]
+        self.reader = OnlineFeatureReader(client, self.manifest["project"], layouts, self.manifest["feature_refs"])
+        self.device = pick_device()
+        self.model = FraudMLP(self.manifest["n_inputs"])
+        self.model.load_state_dict(torch.load(model_dir / self.manifest["model_file"], map_location="cpu"))
+        self.model = self.model.to(self.device).eval()
+        self._user_mean_column = self.manifest["feature_refs"].index(self.manifest["user_mean_feature"])
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    def features(self, entities: dict[str, np.ndarray]) -> OnlineFeatures:
+        return self.reader.read(entities)
+
+    def predict(self, user_ids: np.ndarray, merchant_ids: np.ndarray, amounts: np.ndarray) -> Scored:
+        features = self.reader.read({"user_id": user_ids, "merchant_id": merchant_ids})
+        inputs = model_inputs(features.values, features.missing_entity, amounts, self._user_mean_column)
+        with torch.inference_mode():
+            scores = torch.sigmoid(self.model(torch.from_numpy(inputs).to(self.device))).float().cpu().numpy()
+        return Scored(scores=scores, features=features)
