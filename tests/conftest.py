@@ -61,3 +61,11 @@ def platform(tmp_path_factory, redis_url, spark):
         delete_project_keys(redis_url, project)
         os.environ.clear()
         os.environ.update(saved_environment)
+
+
+@pytest.fixture(scope="session")
+def trained_model(platform):
+    """The fraud model trained on the session platform's data (a few epochs: enough to beat chance)."""
+    from training.train import train
+
+    return train(platform.settings, platform.redis.url, epochs=4)
