@@ -164,7 +164,7 @@ def build_asof_sql(
             [f"__entities.{_quoted(entity_col)} = {alias}.{_quoted(feature_col)}" for feature_col, entity_col in view["join_keys"].items()]
             + [f"__entities.{ts} >= {alias}.__ts"]
         )
-        joins.append(f"LEFT ASOF JOIN {alias} ON {on}")
+        joins.append(f"ASOF LEFT JOIN {alias} ON {on}")
         ttl: timedelta | None = view["ttl"]
         for column, output in view["features"]:
             value = f"{alias}.{_quoted(column)}"

@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import redis
 
-from serving.redis_layout import ViewLayout, feature_field, redis_key, serialize_entity_key
+from serving.redis_layout import ViewLayout, encode_entity_key_column, feature_field
 
 _MAX_VALUE_BYTES = 11  # tag + up to a 10-byte varint (or 8 bytes of a double)
 
@@ -87,12 +88,9 @@ class OnlineFeatureReader:
         self.join_keys = sorted({key for layout, _ in self._plan for key, _ in layout.join_keys})
 
     def _keys(self, layout: ViewLayout, entities: Mapping[str, Sequence], rows: int) -> list[bytes]:
-        types = dict(layout.join_keys)
-        names = [name for name, _ in layout.join_keys]
-        return [
-            redis_key(self._project, serialize_entity_key({name: entities[name][row] for name in names}, types))
-            for row in range(rows)
-        ]
+        table = pa.table({name: pa.array(np.asarray(entities[name])) for name, _ in layout.join_keys})
+        suffix = self._project.encode()
+        return [key + suffix for key in encode_entity_key_column(table, layout.join_keys).to_list()]
 
     def read(self, entities: Mapping[str, Sequence]) -> OnlineFeatures:
         rows = len(next(iter(entities.values()))) if entities else 0

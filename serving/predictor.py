@@ -47,6 +47,10 @@ class Predictor:
         ]
         self.reader = OnlineFeatureReader(client, self.manifest["project"], layouts, self.manifest["feature_refs"])
         self.device = pick_device()
+        if self.device.type == "cpu":
+            # One intra-op thread: small batches gain nothing from more, and spinning OpenMP threads
+            # starve the event loop and the Redis I/O on a small machine (22 ms vs 0.13 ms per 1000 rows here).
+            torch.set_num_threads(1)
         self.model = FraudMLP(self.manifest["n_inputs"])
         self.model.load_state_dict(torch.load(model_dir / self.manifest["model_file"], map_location="cpu"))
         self.model = self.model.to(self.device).eval()
