@@ -32,6 +32,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+# Feast's paths vs ours on the same generated data (issue 6); e.g. make bench BENCH_ARGS="--scale 10000000"
+.PHONY: bench
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 dev: install
 	$(BIN)/featurestack dev
 

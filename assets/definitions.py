@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.checks import all_checks
 from assets.features import feature_view_assets
+from assets.freshness import (
+    FRESHNESS_JOB, apply_freshness_policies, freshness_check_keys, freshness_job, partition_freshness_checks,
+)
 from assets.partitions import daily_partitions
 from assets.raw import raw_assets
 from assets.registry import feast_registry
 from assets.resources import build_resources
+from assets.sensors import alert_on_failed_checks, alert_on_failed_runs, freshness_sensor
+from assets.training import training_assets
 from catalog.asset import CATALOG_KEY, catalog_asset
 from featurestack.feast_repo import load_repo_contents
 from featurestack.settings import Settings, load_settings
+from pipelines.registry import RAW_PARTITIONED_TABLES
 
 SETUP_JOB = "platform_setup"
 DAILY_JOB = "daily_features"
 CATALOG_JOB = "refresh_catalog"
+TRAINING_JOB = "train_models"
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -27,12 +35,20 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         *raw_assets(partitions_def),
         *feature_view_assets(repo.feature_views, repo.entities, partitions_def),
         catalog_asset([view.name for view in repo.feature_views]),
+        *training_assets(repo.feature_services),
     ]
+    checks = all_checks(repo.feature_views, repo.entities, partitions_def)
+    partition_freshness = partition_freshness_checks(repo.feature_views)
+    freshness_keys = freshness_check_keys(repo.feature_views, partition_freshness)
     unpartitioned = dg.AssetSelection.assets(*(asset.key for asset in assets if asset.partitions_def is None))
-    daily_selection = dg.AssetSelection.groups("raw", "features", "online") - unpartitioned
+    # Freshness is about "now", not about the day being computed: the freshness job runs those checks.
+    daily_checks = [key for check in checks for key in check.check_keys if key not in freshness_keys]
+    daily_selection = (dg.AssetSelection.groups("raw", "features", "online") - unpartitioned).without_checks() | dg.AssetSelection.checks(
+        *(key for key in daily_checks if key.asset_key.path[0] in ("features", "online") or key.asset_key.path[1] in RAW_PARTITIONED_TABLES)
+    )
     setup_job = dg.define_asset_job(
         SETUP_JOB,
-        selection=unpartitioned - dg.AssetSelection.assets(CATALOG_KEY),
+        selection=unpartitioned - dg.AssetSelection.assets(CATALOG_KEY) - dg.AssetSelection.groups("training"),
         description="Apply the Feast registry and load the dimension tables.",
     )
     catalog_job = dg.define_asset_job(
@@ -43,10 +59,15 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         selection=daily_selection,
         description="One day: raw tables -> feature tables -> Redis.",
     )
+    training_job = dg.define_asset_job(
+        TRAINING_JOB, selection=dg.AssetSelection.groups("training"), description="Training set -> model, gated by its metric floor."
+    )
     return dg.Definitions(
-        assets=assets,
-        jobs=[setup_job, daily_job, catalog_job],
+        assets=apply_freshness_policies(assets, repo.feature_views),
+        asset_checks=[*checks, *partition_freshness],
+        jobs=[setup_job, daily_job, catalog_job, training_job, freshness_job(freshness_keys)],
         # Each night, once the day is complete, run it end to end.
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=1, minute_of_hour=0)],
+        sensors=[freshness_sensor(FRESHNESS_JOB), alert_on_failed_checks, alert_on_failed_runs],
         resources=build_resources(settings),
     )

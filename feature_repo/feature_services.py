@@ -9,5 +9,7 @@ fraud_detection_v1 = FeatureService(
     features=[user_velocity, merchant_risk],
     owner="fraud-ml@featurestack.dev",
     description="Card-payment fraud model v1: user velocity and merchant risk.",
-    tags={"model": "fraud_mlp"},
+    # model: the model trained on this service (training/); min_test_roc_auc: the gate a new model
+    # must pass on the time-based holdout before it is served.
+    tags={"model": "fraud_mlp", "min_test_roc_auc": "0.75"},
 )

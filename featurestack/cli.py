@@ -47,6 +47,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name, value in manifest["metrics"].items():
         print(f"  {name:<16} {value:.4f}")
     print(f"  artifact {result.model_dir}")
+    floor = manifest["metric_floor"]["test_roc_auc"]
+    if not result.promoted:
+        print(f"  NOT promoted: test_roc_auc below the floor {floor} of {manifest['feature_service']}; serving keeps the previous model")
+        return 1
+    print(f"  promoted: serving uses it (test_roc_auc >= floor {floor})")
     return 0
 
 
@@ -55,6 +60,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from serving.app import create_app
 
+    print(f"featurestack serving on http://{args.host}:{args.port} (/predict, /features, /readyz, /metrics)", file=sys.stderr)
     uvicorn.run(create_app(load_settings()), host=args.host, port=args.port, log_level="warning")
     return 0
 

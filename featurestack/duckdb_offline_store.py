@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Union
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -127,7 +128,7 @@ def _entity_arrow(entity_df: pd.DataFrame, timestamp_column: str) -> pa.Table:
     if column.type.tz is None:
         column = column.cast(pa.timestamp(column.type.unit)).cast(pa.timestamp(column.type.unit, tz="UTC"))
     table = table.set_column(table.column_names.index(timestamp_column), timestamp_column, column.cast(target, safe=False))
-    return table
+    return table.append_column(_ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
 def build_asof_sql(
@@ -138,7 +139,7 @@ def build_asof_sql(
     """SQL of the training set. Each view: name, glob, join_keys (feature column -> entity column),
     timestamp_field, created_timestamp_column (or None), ttl (timedelta or None), features [(column, alias)]."""
     ts = _quoted(timestamp_column)
-    ctes = [f"__entities AS (SELECT *, row_number() OVER () AS {_ROW} FROM __featurestack_entity_df)"]
+    ctes = [f"__entities AS (SELECT * FROM __featurestack_entity_df)"]  # with its row number column {_ROW}
     joins, selected = [], [f"__entities.{_quoted(c)}" for c in entity_columns]
     for index, view in enumerate(views):
         alias = f"__fv{index}"
@@ -147,30 +148,46 @@ def build_asof_sql(
         key_list = ", ".join(_quoted(k) for k in keys)
         event = _quoted(view["timestamp_field"])
         source = f"read_parquet('{view['glob']}', hive_partitioning = false, union_by_name = true)"
-        if view["created_timestamp_column"]:
-            # One row per (entity, event timestamp): the newest created timestamp wins, as in Feast.
-            created = _quoted(view["created_timestamp_column"])
-            packed = ", ".join(_quoted(c) for c in feature_columns)
-            body = (
-                f"SELECT {key_list}, {event}::TIMESTAMPTZ AS __ts, "
-                f"max_by(struct_pack({packed}), {created}) AS __v FROM {source} GROUP BY ALL"
-            )
-            columns = ", ".join(f"__v.{_quoted(c)} AS {_quoted(c)}" for c in feature_columns)
-            ctes.append(f"{alias} AS (SELECT {key_list}, __ts, {columns} FROM ({body}))")
-        else:
-            columns = ", ".join(_quoted(c) for c in feature_columns)
-            ctes.append(f"{alias} AS (SELECT {key_list}, {event}::TIMESTAMPTZ AS __ts, {columns} FROM {source})")
-        on = " AND ".join(
-            [f"__entities.{_quoted(entity_col)} = {alias}.{_quoted(feature_col)}" for feature_col, entity_col in view["join_keys"].items()]
-            + [f"__entities.{ts} >= {alias}.__ts"]
-        )
-        joins.append(f"ASOF LEFT JOIN {alias} ON {on}")
         ttl: timedelta | None = view["ttl"]
+        in_ttl = ""
+        if ttl:
+            micros = ttl // timedelta(microseconds=1)
+            in_ttl = f" AND {{alias}}.__ts >= __entities.{ts} - INTERVAL {micros} MICROSECOND"
+        entity_keys = ", ".join(f"__entities.{_quoted(e)}" for e in view["join_keys"].values())
+        on_keys = [f"__entities.{_quoted(e)} = {{alias}}.{_quoted(f)}" for f, e in view["join_keys"].items()]
+        asof_on = " AND ".join(on_keys + [f"__entities.{ts} >= {{alias}}.__ts"]).format(alias="__s")
+        columns = ", ".join(_quoted(c) for c in feature_columns)
+        if view["created_timestamp_column"]:
+            # The ASOF join finds each entity row's matching event timestamp on the slim (keys, ts) columns;
+            # the rows at that timestamp are then fetched by an equi-join, and among them the newest
+            # created timestamp wins, as in Feast. Deduplicating all feature rows first would cost a
+            # sort (or hash aggregate) of the whole table; this touches only the matches.
+            created = _quoted(view["created_timestamp_column"])
+            ctes.append(
+                f"{alias}_match AS (SELECT __entities.{_ROW}, {entity_keys}, __s.__ts FROM __entities "
+                f"ASOF JOIN (SELECT {key_list}, {event}::TIMESTAMPTZ AS __ts FROM {source}) __s ON {asof_on} "
+                f"WHERE true{in_ttl.format(alias='__s')})"
+            )
+            fetch_on = " AND ".join(
+                [f"__m.{_quoted(e)} = __f.{_quoted(f)}" for f, e in view["join_keys"].items()] + ["__m.__ts = __f.__ts"]
+            )
+            ctes.append(
+                f"{alias} AS (SELECT __m.{_ROW}, __f.__ts, {', '.join(f'__f.{_quoted(c)}' for c in feature_columns)} "
+                f"FROM {alias}_match __m JOIN (SELECT {key_list}, {event}::TIMESTAMPTZ AS __ts, {created} AS __created, "
+                f"{columns} FROM {source}) __f ON {fetch_on} "
+                f"QUALIFY row_number() OVER (PARTITION BY __m.{_ROW} ORDER BY __f.__created DESC) = 1)"
+            )
+            joins.append(f"LEFT JOIN {alias} ON __entities.{_ROW} = {alias}.{_ROW}")
+            for column, output in view["features"]:
+                selected.append(f"{alias}.{_quoted(column)} AS {_quoted(output)}")
+            continue
+        ctes.append(f"{alias} AS (SELECT {key_list}, {event}::TIMESTAMPTZ AS __ts, {columns} FROM {source})")
+        on = " AND ".join(on_keys + [f"__entities.{ts} >= {{alias}}.__ts"]).format(alias=alias)
+        joins.append(f"ASOF LEFT JOIN {alias} ON {on}")
         for column, output in view["features"]:
             value = f"{alias}.{_quoted(column)}"
             if ttl:
-                micros = ttl // timedelta(microseconds=1)
-                value = f"CASE WHEN {alias}.__ts >= __entities.{ts} - INTERVAL {micros} MICROSECOND THEN {value} END"
+                value = f"CASE WHEN true{in_ttl.format(alias=alias)} THEN {value} END"
             selected.append(f"{value} AS {_quoted(output)}")
     return (
         "WITH " + ",\n".join(ctes) + "\nSELECT " + ", ".join(selected)

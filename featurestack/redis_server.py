@@ -13,9 +13,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import redis
+import redis.cluster
 
 DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
 
@@ -96,16 +97,45 @@ def ensure_redis(redis_url: str, state_dir: Path) -> RedisEndpoint:
     return RedisEndpoint(start_own_redis(state_dir), "started by featurestack")
 
 
-def feast_connection_string(url: str) -> str:
-    """redis://[:password@]host:port/db -> Feast's 'host:port,db=N[,password=...][,ssl=true]'."""
+# TLS options a REDIS_URL may carry as query parameters (redis-py reads them in from_url; Feast gets
+# them as connection-string options): rediss://user:pass@host:6380/0?ssl_ca_certs=/etc/redis/ca.pem
+TLS_QUERY_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
+REDIS_TYPES = ("redis", "redis_cluster")
+
+
+def redis_client(url: str, redis_type: str = "redis", **options) -> redis.Redis | redis.cluster.RedisCluster:
+    """Our client for REDIS_URL (user, password and TLS options included): a plain redis.Redis, or a
+    RedisCluster (the URL names one node; the others are discovered) when redis_type is redis_cluster."""
+    if redis_type == "redis_cluster":
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, **options)
+    if redis_type != "redis":
+        raise ValueError(f"REDIS_TYPE must be one of {REDIS_TYPES}, got {redis_type!r}")
+    return redis.Redis.from_url(url, **options)
+
+
+def feast_connection_string(url: str, redis_type: str = "redis", cluster_nodes: list[str] | None = None) -> str:
+    """redis[s]://[user:password@]host:port/db[?ssl_ca_certs=...] -> Feast's connection string
+    'host:port,db=N[,username=...][,password=...][,ssl=true][,ssl_ca_certs=...]'. For a cluster: the
+    node list (the URL's node plus `cluster_nodes`) and no db."""
     parsed = urlparse(url)
     parts = [f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"]
-    database = parsed.path.lstrip("/") or "0"
-    parts.append(f"db={int(database)}")
+    if redis_type == "redis_cluster":
+        parts += [node for node in cluster_nodes or [] if node not in parts]
+    else:
+        database = parsed.path.lstrip("/") or "0"
+        parts.append(f"db={int(database)}")
     if parsed.username and parsed.username != "default":
-        parts.append(f"username={parsed.username}")
+        parts.append(f"username={unquote(parsed.username)}")
     if parsed.password:
-        parts.append(f"password={parsed.password}")
+        parts.append(f"password={unquote(parsed.password)}")
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
+    for key, values in parse_qs(parsed.query).items():
+        if key in TLS_QUERY_OPTIONS:
+            parts.append(f"{key}={values[-1]}")
+    for part in parts:
+        if part.count(",") or part.startswith("="):
+            raise ValueError("a Redis option for Feast may not contain ',' (Feast splits its connection string on it)")
     return ",".join(parts)

@@ -42,6 +42,7 @@ class ServingSettings:
     max_request_rows: int = 4096  # candidates in one /predict request
     max_pending_rows: int = 50_000  # queued rows beyond this are refused with 503 (bounded memory)
     redis_timeout_s: float = 0.5  # a Redis that does not answer in time is a 503, never a hang
+    device: str = "auto"  # auto: CUDA (torch) when a GPU is present, else the model on numpy (no torch import); cpu; cuda
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class Settings:
     spark_conf: dict[str, str] = field(default_factory=dict)
     start_date: date = date(2026, 11, 1)
     webhook_url: str = ""
+    # Feast SQL registry (multi-user), e.g. postgresql+psycopg://user:pw@host:5432/feast_registry; empty: a file
+    registry_db_url: str = ""
+    redis_type: str = "redis"  # or redis_cluster (REDIS_URL then names one node of the cluster)
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
 
     @property
@@ -90,9 +94,26 @@ class Settings:
 
     @property
     def feature_store_yaml(self) -> Path:
+        if self.registry_db_url:
+            # Its ${FEATURESTACK_REGISTRY_DB_URL} placeholder is read straight from the environment.
+            return FEATURE_REPO_DIR / "feature_store.sql-registry.yaml"
         # `local` is feast's default file name, so plain `feast` commands in feature_repo/ use the embedded profile.
         name = "feature_store.yaml" if self.offline_profile == "local" else f"feature_store.{self.offline_profile}.yaml"
         return FEATURE_REPO_DIR / name
+
+
+def _registry_db_url(profile: str) -> str:
+    url = _env("FEATURESTACK_REGISTRY_DB_URL", "")
+    if url and profile != "local":
+        raise ValueError("FEATURESTACK_REGISTRY_DB_URL (SQL registry) is supported with FEATURESTACK_OFFLINE_PROFILE=local only")
+    return url
+
+
+def _redis_type() -> str:
+    redis_type = _env("REDIS_TYPE", "redis")
+    if redis_type not in ("redis", "redis_cluster"):
+        raise ValueError(f"REDIS_TYPE must be redis or redis_cluster, got {redis_type!r}")
+    return redis_type
 
 
 def load_settings() -> Settings:
@@ -113,6 +134,8 @@ def load_settings() -> Settings:
         spark_conf=_parse_spark_conf(_env("FEATURESTACK_SPARK_CONF", "")),
         start_date=date.fromisoformat(_env("FEATURESTACK_START_DATE", "2026-11-01")),
         webhook_url=_env("FEATURESTACK_ALERT_WEBHOOK_URL", ""),
+        registry_db_url=_registry_db_url(profile),
+        redis_type=_redis_type(),
         serving=ServingSettings(
             model_dir=_env("FEATURESTACK_MODEL_DIR", ""),
             feature_service=_env("FEATURESTACK_SERVING_FEATURE_SERVICE", "fraud_detection_v1"),
@@ -121,6 +144,7 @@ def load_settings() -> Settings:
             max_request_rows=int(_env("FEATURESTACK_SERVING_MAX_REQUEST_ROWS", "4096")),
             max_pending_rows=int(_env("FEATURESTACK_SERVING_MAX_PENDING_ROWS", "50000")),
             redis_timeout_s=float(_env("FEATURESTACK_SERVING_REDIS_TIMEOUT_S", "0.5")),
+            device=_env("FEATURESTACK_SERVING_DEVICE", "auto"),
         ),
     )
 

@@ -1,9 +1,12 @@
 """The offline store: date-partitioned parquet, one sorted file per partition, swapped in atomically.
 
-A partition is written by Spark into a staging folder beside (not inside) the table, reduced to a
-single `part-00000.parquet`, then swapped in with renames, so readers globbing the table never see a
-half-written partition, and a failure before the swap leaves the previous contents in place. Sorting
-and a single file make a rerun write identical contents.
+    {table_dir}/date=YYYY-MM-DD/part-00000.parquet
+
+Spark writes a partition into a staging folder beside the table (`{table_dir.parent}/_staging/...`, on
+the same filesystem, so renames are cheap, and outside `table_dir`, so readers globbing the table never
+see it), which is reduced to the single part file and then swapped in with renames. A failure before
+the swap leaves the previous partition as it was. Rows totally ordered in one file make a rerun write
+the same bytes.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import MapType
 
 PART_FILE = "part-00000.parquet"
+STAGING_DIR = "_staging"
 
 
 @dataclass(frozen=True)
@@ -29,60 +35,85 @@ class PartitionWrite:
     seconds: float
 
 
-def _staging_dir(target: Path) -> Path:
-    # Same filesystem as the target (renames stay atomic), outside the table folder readers glob.
-    return target.parent.parent / "_staging" / target.parent.name / f"{target.name}.{uuid.uuid4().hex}"
+def partition_dir(table_dir: Path, partition_date: date) -> Path:
+    return table_dir / f"date={partition_date.isoformat()}"
 
 
-def _write_single_file(df: DataFrame, staging: Path, sort_by: Sequence[str]) -> None:
-    df.coalesce(1).sortWithinPartitions(*sort_by).write.mode("overwrite").parquet(str(staging / "spark"))
-    parts = sorted((staging / "spark").glob("part-*.parquet"))
-    if len(parts) > 1:
-        raise RuntimeError(f"expected one parquet file in {staging}, found {len(parts)}")
-    if parts:
-        parts[0].rename(staging / PART_FILE)
-    else:
-        # Spark writes no file for an empty frame: keep the schema with an empty file.
-        pq.write_table(df.limit(0).toArrow(), staging / PART_FILE)
-    shutil.rmtree(staging / "spark")
+def _total_order(df: DataFrame, sort_by: Sequence[str]) -> list[str]:
+    """`sort_by`, then every other sortable column: ties in `sort_by` must not leave the row order
+    (and so the file bytes) to chance."""
+    tie_breakers = [f.name for f in df.schema.fields if f.name not in sort_by and not isinstance(f.dataType, MapType)]
+    return [*sort_by, *tie_breakers]
 
 
-def _swap_in(staging: Path, target: Path) -> None:
+def _write_single_file(df: DataFrame, staging: Path, sort_by: Sequence[str]) -> Path:
+    spark_output = staging / "spark"
+    # One shuffle into one partition, sorted there: upstream stages keep their parallelism (a bare
+    # coalesce(1) would pull them into a single task too), and Spark writes exactly one file, even
+    # for an empty frame (with its schema).
+    df.repartition(1).sortWithinPartitions(*_total_order(df, sort_by)).write.parquet(str(spark_output))
+    (written,) = spark_output.glob("part-*.parquet")
+    part_file = written.rename(staging / PART_FILE)
+    # What is left is Spark's bookkeeping (_SUCCESS, .crc files).
+    shutil.rmtree(spark_output)
+    return part_file
+
+
+def _check_microsecond_timestamps(part_file: Path) -> None:
+    # Spark writes INT96 or millis unless the session sets TIMESTAMP_MICROS (pipelines/spark.py does,
+    # but FEATURESTACK_SPARK_CONF can override it); Feast and DuckDB need micros.
+    for field in pq.read_schema(part_file):
+        if pa.types.is_timestamp(field.type) and field.type.unit != "us":
+            raise RuntimeError(
+                f"{part_file}: column {field.name!r} is {field.type}, not microseconds; "
+                "set spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS"
+            )
+
+
+def _swap_in(staging: Path, target: Path, trash: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    retired = staging.with_name(staging.name + ".retired")
     if target.exists():
-        target.rename(retired)
-    staging.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
+        target.rename(trash)
+    try:
+        staging.rename(target)
+    except BaseException:
+        if trash.exists():
+            trash.rename(target)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
 
 
-def _write_atomically(df: DataFrame, target: Path, sort_by: Sequence[str]) -> PartitionWrite:
+def _write_atomically(df: DataFrame, table_dir: Path, target: Path, sort_by: Sequence[str]) -> PartitionWrite:
     started = time.perf_counter()
-    staging = _staging_dir(target)
+    attempt = uuid.uuid4().hex
+    staging_root = table_dir.parent / STAGING_DIR / table_dir.name / target.relative_to(table_dir)
+    staging = staging_root / attempt
     staging.mkdir(parents=True)
     try:
-        _write_single_file(df, staging, sort_by)
-        _swap_in(staging, target)
+        part_file = _write_single_file(df, staging, sort_by)
+        _check_microsecond_timestamps(part_file)
+        rows = pq.read_metadata(part_file).num_rows
+        _swap_in(staging, target, trash=staging_root / f"{attempt}.replaced")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    rows = pq.read_metadata(target / PART_FILE).num_rows
     return PartitionWrite(path=target / PART_FILE, rows=rows, seconds=time.perf_counter() - started)
 
 
 def write_partition(df: DataFrame, table_dir: Path, partition_date: date, sort_by: Sequence[str]) -> PartitionWrite:
-    """Replace `{table_dir}/date=YYYY-MM-DD/` with the rows of `df` (sorted by `sort_by`)."""
-    return _write_atomically(df, table_dir / f"date={partition_date.isoformat()}", sort_by)
+    """Replace `{table_dir}/date=YYYY-MM-DD/` by the rows of `df`, ordered by `sort_by` (then by the
+    other columns), in one file whose columns are exactly `df.columns` (the date is in the folder name)."""
+    return _write_atomically(df, table_dir, partition_dir(table_dir, partition_date), sort_by)
 
 
 def write_table(df: DataFrame, table_dir: Path, sort_by: Sequence[str]) -> PartitionWrite:
-    """Replace an unpartitioned table (a dimension snapshot) the same way."""
-    return _write_atomically(df, table_dir, sort_by)
+    """Replace an unpartitioned table (a dimension snapshot), `{table_dir}/part-00000.parquet`, the same way."""
+    return _write_atomically(df, table_dir, table_dir, sort_by)
 
 
 def read_partitions(spark: SparkSession, table_dir: Path, dates: Sequence[date]) -> DataFrame:
-    """The rows of the given dates that exist (partition pruning by path); at least one must."""
-    paths = [table_dir / f"date={day.isoformat()}" for day in dates]
-    existing = [str(path) for path in paths if (path / PART_FILE).exists()]
+    """The rows of those of `dates` whose partition exists (pruned by path, so no `date` column); at
+    least one must exist."""
+    existing = [str(path) for day in dates if (path := partition_dir(table_dir, day) / PART_FILE).exists()]
     if not existing:
-        raise FileNotFoundError(f"no partitions of {table_dir} for dates {[d.isoformat() for d in dates]}")
+        raise FileNotFoundError(f"no partitions of {table_dir} for dates {[day.isoformat() for day in dates]}")
     return spark.read.parquet(*existing)

@@ -1,8 +1,11 @@
 """A bounded async load generator for the serving endpoint: p50/p99 latency and throughput.
 
+    python -m serving.loadtest --spawn                   # start `featurestack serve`, report cold start, run both loads
     python -m serving.loadtest --url http://127.0.0.1:8000 --requests 2000 --concurrency 16 --batch 1
     python -m serving.loadtest --batch 1000 --requests 100 --concurrency 2
     python -m serving.loadtest --rate 200 --requests 2000       # fixed request rate (open loop)
+
+Without --batch it runs single transactions (concurrency 16) and batches of 1000 (concurrency 2).
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -55,17 +61,50 @@ async def run_load(url: str, requests: int, concurrency: int, batch: int, rate: 
     }
 
 
+def _spawn_server() -> tuple[subprocess.Popen, str, float]:
+    """`featurestack serve` on a free port; returns it, its URL and the seconds from start to /readyz 200."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "featurestack.cli", "serve", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"featurestack serve exited with {server.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return server, url, time.perf_counter() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.01)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--spawn", action="store_true", help="start `featurestack serve` (current settings) and report its cold start")
+    parser.add_argument("--requests", type=int, default=None, help="default: 2000 single / 100 batched")
+    parser.add_argument("--concurrency", type=int, default=None, help="default: 16 single / 2 batched")
+    parser.add_argument("--batch", type=int, action="append", help="rows per request (repeatable; default: 1 and 1000)")
     parser.add_argument("--rate", type=float, default=None, help="requests per second (default: as fast as allowed)")
     parser.add_argument("--users", type=int, default=4000)
     parser.add_argument("--merchants", type=int, default=400)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run_load(args.url, args.requests, args.concurrency, args.batch, args.rate, args.users, args.merchants))))
+    server = None
+    url = args.url
+    if args.spawn:
+        server, url, seconds = _spawn_server()
+        print(json.dumps({"cold_start_to_ready_s": round(seconds, 2)}))
+    try:
+        for batch in args.batch or [1, 1000]:
+            requests = args.requests or (2000 if batch == 1 else 100)
+            concurrency = args.concurrency or (16 if batch == 1 else 2)
+            print(json.dumps(asyncio.run(run_load(url, requests, concurrency, batch, args.rate, args.users, args.merchants))))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -146,6 +146,28 @@ def _send_pipelined(client: redis.Redis, commands: bytes, count: int) -> list:
         client.connection_pool.release(connection)
 
 
+def _is_plain_redis(client) -> bool:
+    # The raw-socket fast path needs one connection pool to one server; a RedisCluster (or any other
+    # client) gets the standard, slot-routing pipeline with the same commands.
+    return isinstance(client, redis.Redis)
+
+
+def _send_rows(client, name: bytes, keys: Ragged, args: list[Ragged | bytes]) -> list:
+    """`name key args...` for every row of `keys`: pre-encoded RESP on a plain client, else a
+    non-transactional pipeline (a cluster pipeline splits it by hash slot)."""
+    if _is_plain_redis(client):
+        return _send_pipelined(client, _commands(name, keys, args), len(keys))
+    columns = [arg.to_list() if isinstance(arg, Ragged) else [arg] * len(keys) for arg in args]
+    pipe = client.pipeline(transaction=False)
+    for key, *row in zip(keys.to_list(), *columns):
+        pipe.execute_command(name.decode(), key, *row)
+    replies = pipe.execute(raise_on_error=False)
+    errors = [reply for reply in replies if isinstance(reply, Exception)]
+    if errors:
+        raise redis.ResponseError(f"{len(errors)} of {len(keys)} commands failed, first: {errors[0]}")
+    return replies
+
+
 def publish_latest(
     client: redis.Redis,
     project: str,
@@ -155,7 +177,8 @@ def publish_latest(
     key_ttl_seconds: int | None = None,
     timestamp_column: str = "event_timestamp",
 ) -> PublishResult:
-    """Write the newest row per entity of `table` (join keys, features, timestamp column) to Redis.
+    """Write the newest row per entity of `table` (join keys, features, timestamp column) to Redis
+    (`client`: redis.Redis, or redis.cluster.RedisCluster for a Redis Cluster).
     `key_ttl_seconds` mirrors the Feast repo's online_store.key_ttl_seconds (EXPIRE after each write)."""
     started = time.perf_counter()
     join_key_names = [name for name, _ in layout.join_keys]
@@ -169,7 +192,7 @@ def publish_latest(
     for start in range(0, latest.num_rows, batch_size):
         batch = latest.slice(start, batch_size)
         keys = concat_rows([encode_entity_key_column(batch, layout.join_keys), project.encode()], batch.num_rows)
-        stored = _send_pipelined(client, _commands(b"HMGET", keys, [ts_field]), batch.num_rows)
+        stored = _send_rows(client, b"HMGET", keys, [ts_field])
         stored_nanos = np.array([decode_timestamp(reply[0]) for reply in stored], dtype=np.int64)
         new_nanos = epoch_nanos(batch.column(timestamp_column)) // 1000 * 1000  # Feast keeps microseconds
         rows = np.flatnonzero((stored_nanos == 0) | (new_nanos > stored_nanos))
@@ -181,12 +204,17 @@ def publish_latest(
         for field, (feature, value_type) in zip(feature_fields, layout.features):
             hset_args += [field, encode_value_column(batch.column(feature), value_type)]
         hset_args += [ts_field, encode_timestamp_column(new_nanos)]
-        commands = _commands(b"HSET", keys, hset_args)
-        replies = len(rows)
-        if key_ttl_seconds:
-            commands += _commands(b"EXPIRE", keys, [b"%d" % key_ttl_seconds])
-            replies *= 2
-        _send_pipelined(client, commands, replies)
+        if _is_plain_redis(client):
+            commands = _commands(b"HSET", keys, hset_args)
+            replies = len(rows)
+            if key_ttl_seconds:
+                commands += _commands(b"EXPIRE", keys, [b"%d" % key_ttl_seconds])
+                replies *= 2
+            _send_pipelined(client, commands, replies)
+        else:
+            _send_rows(client, b"HSET", keys, hset_args)
+            if key_ttl_seconds:
+                _send_rows(client, b"EXPIRE", keys, [b"%d" % key_ttl_seconds])
         written += len(rows)
     return PublishResult(
         entities=latest.num_rows,

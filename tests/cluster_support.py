@@ -27,6 +27,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_cluster_port() -> int:
+    """A free port p <= 55535 whose cluster bus port p + 10000 is free too (Redis Cluster needs both)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20_000, 45_000)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 10_000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Spark standalone
 
@@ -83,7 +99,12 @@ class OwnRedis:
              "--logfile", str(self.directory / "redis.log"), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port)
+        try:
+            wait_for_port(self.port, timeout_s=45)
+        except TimeoutError:
+            log = self.directory / "redis.log"
+            raise TimeoutError(f"redis-server on {self.port} did not start (exit {self.process.poll()}): "
+                               f"{log.read_text()[-2000:] if log.exists() else 'no log'}") from None
         return self
 
     def kill(self) -> None:
@@ -115,8 +136,9 @@ def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
 
 
 def run_pipelines(spark, landing: Path, out: Path, days: list[date]) -> dict[str, list[Path]]:
-    """landing -> raw (contract split) -> every feature pipeline -> offline store, for `days` in order.
-    Returns the written files per table."""
+    """landing -> raw (contract split) for `days`, then every feature pipeline -> offline store for the
+    last day (its look-back reads the earlier raw days), as the assets run them. Returns the written
+    files per table."""
     from assets.partitions import lookback_dates
     from pipelines.offline_store import read_partitions, write_partition, write_table
     from pipelines.raw import CONTRACTS, split_valid_and_quarantined
@@ -135,7 +157,7 @@ def run_pipelines(spark, landing: Path, out: Path, days: list[date]) -> dict[str
             written.setdefault(f"raw/{table}", []).append(write_partition(valid, raw_dir / table, day, contract.order_by).path)
     for name, join_keys in (("user_velocity", ["user_id"]), ("merchant_risk", ["merchant_id"])):
         pipeline = load_pipeline(name)
-        for day in days:
+        for day in days[-1:]:
             tables = {
                 table: read_partitions(spark, raw_dir / table, lookback_dates(day, back)) if table in RAW_PARTITIONED_TABLES
                 else spark.read.parquet(str(raw_dir / table))
@@ -146,11 +168,32 @@ def run_pipelines(spark, landing: Path, out: Path, days: list[date]) -> dict[str
     return written
 
 
+WRITE_LOOP_ROWS = 400_000
+
+
+def write_loop(table_dir: Path) -> None:
+    """Rewrite one partition forever, alternating complete contents 'a' and 'b' (the fault test kills it)."""
+    from pyspark.sql import functions as F
+
+    from pipelines.offline_store import write_partition
+    from pipelines.spark import build_spark_session
+
+    spark = build_spark_session(master="local[1]", driver_memory="1g", shuffle_partitions=1, app_name="featurestack-write-loop")
+    for iteration in range(1_000_000):
+        label = "ab"[iteration % 2]
+        frame = spark.range(WRITE_LOOP_ROWS).select(F.col("id"), F.lit(label).alias("label"), (F.col("id") * 7 % 1000).alias("value"))
+        write_partition(frame, table_dir, date(2026, 11, 1), sort_by=["id"])
+        print(f"wrote {label}", flush=True)
+
+
 def _main(argv: list[str]) -> int:
+    sys.path.insert(0, str(PROJECT_ROOT))
+    if argv[0] == "write-loop":
+        write_loop(Path(argv[1]))
+        return 0
     command, master, landing, out, *days = argv
     if command != "pipelines":
         raise SystemExit(f"unknown command {command}")
-    sys.path.insert(0, str(PROJECT_ROOT))
     from pipelines.spark import build_spark_session
 
     spark = build_spark_session(
@@ -158,10 +201,9 @@ def _main(argv: list[str]) -> int:
         extra_conf={"spark.executor.memory": "768m", "spark.executor.cores": "1", "spark.cores.max": "2"},
     )
     try:
-        if master.startswith("spark://"):
-            executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
-            print(f"executors={executors}", flush=True)
         run_pipelines(spark, Path(landing), Path(out), [date.fromisoformat(d) for d in days])
+        executors = len(spark.sparkContext.statusTracker().getExecutorInfos()) - 1  # minus the driver
+        print(f"executors={executors}", flush=True)
     finally:
         spark.stop()
     print("done", flush=True)

@@ -33,6 +33,7 @@ def test_asset_graph_snapshot(definitions):
         "features/merchant_risk", "features/user_velocity",
         "online/merchant_risk", "online/user_velocity",
         "raw/chargebacks", "raw/merchants", "raw/transactions", "raw/users",
+        "training/fraud_detection_v1/model", "training/fraud_detection_v1/training_set",
     ]
     parents = {name: sorted(key.to_user_string() for key in node.parent_keys) for name, node in specs.items()}
     assert parents["features/user_velocity"] == ["raw/transactions"]
@@ -81,3 +82,27 @@ def test_dagster_definitions_validate_passes():
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_asset_checks_snapshot(definitions):
+    graph = definitions.resolve_asset_graph()
+    checks = {  # the data-quality checks (assets/checks.py, assets/freshness.py)
+        key.to_user_string(): graph.get_check_spec(key) for key in graph.asset_check_keys
+        if key.asset_key.path[0] in ("raw", "features", "online")
+    }
+    assert sorted(checks) == [
+        "features/merchant_risk:expectation_suite", "features/merchant_risk:freshness_check",
+        "features/user_velocity:expectation_suite", "features/user_velocity:freshness_check",
+        "online/merchant_risk:online_freshness", "online/merchant_risk:online_offline_consistency",
+        "online/user_velocity:online_freshness", "online/user_velocity:online_offline_consistency",
+        "raw/chargebacks:expectation_suite", "raw/merchants:expectation_suite",
+        "raw/transactions:expectation_suite", "raw/users:expectation_suite",
+    ]
+    assert sorted(name for name, spec in checks.items() if spec.blocking) == sorted(
+        name for name in checks if name.endswith(":expectation_suite")
+    )
+    freshness = definitions.resolve_job_def("freshness_checks")
+    assert {key.to_user_string() for key in freshness.asset_layer.asset_graph.asset_check_keys} == {
+        name for name in checks if "freshness" in name
+    }
+    assert {sensor.name for sensor in definitions.sensors} >= {"freshness_checks_sensor", "alert_on_failed_checks", "alert_on_failed_runs"}

@@ -1,24 +1,103 @@
-"""The serving endpoint through real HTTP handling (FastAPI TestClient) on real Redis."""
+"""The serving endpoint through real HTTP handling (FastAPI TestClient, and `featurestack serve` on
+uvicorn) on real Redis, with a hand-made model artifact and online rows under its own Feast project."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import re
 import subprocess
+import sys
 import time
+import uuid
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
+import httpx
+import numpy as np
+import pyarrow as pa
 import pytest
 import redis
+import torch
 from fastapi.testclient import TestClient
 
-from featurestack.redis_server import start_own_redis
-from serving.app import create_app
+from featurestack.redis_server import _free_port, start_own_redis
+from featurestack.settings import PROJECT_ROOT, load_settings
+from serving.app import create_app, online_store_client
+from serving.batching import MicroBatcher, Overloaded
+from serving.loadtest import run_load
+from serving.online_writer import publish_latest
+from serving.predictor import Predictor
+from serving.redis_layout import ViewLayout
+from serving.runner import NumpyMLP, TorchMLP
+from training.model import FraudMLP, model_inputs, save_numpy_weights
+
+USERS = ViewLayout("user_velocity", (("user_id", "int64"),), (("txn_count_1h", "int64"), ("amount_mean_7d", "double")))
+MERCHANTS = ViewLayout("merchant_risk", (("merchant_id", "int64"),), (("chargeback_rate_30d", "double"),))
+REFS = ["user_velocity:txn_count_1h", "user_velocity:amount_mean_7d", "merchant_risk:chargeback_rate_30d"]
+UNKNOWN = 987_654_321
+
+
+def _publish(url: str, project: str) -> None:
+    now = datetime.now(timezone.utc) - timedelta(minutes=1)
+    client = redis.Redis.from_url(url)
+    publish_latest(client, project, USERS, pa.table({
+        "user_id": pa.array(range(1, 41), pa.int64()),
+        "txn_count_1h": pa.array([u % 5 for u in range(1, 41)], pa.int64()),
+        "amount_mean_7d": pa.array([None if u == 40 else 10.0 * u for u in range(1, 41)], pa.float64()),
+        "event_timestamp": pa.array([now] * 40, pa.timestamp("us", tz="UTC")),
+    }))
+    publish_latest(client, project, MERCHANTS, pa.table({
+        "merchant_id": pa.array(range(1, 31), pa.int64()),
+        "chargeback_rate_30d": pa.array([m / 100 for m in range(1, 31)], pa.float64()),
+        "event_timestamp": pa.array([now] * 30, pa.timestamp("us", tz="UTC")),
+    }))
+    client.close()
+
+
+def _write_model(model_dir, project: str) -> dict:
+    """An artifact in the layout `featurestack train` writes: model.pt + manifest.json."""
+    model_dir.mkdir(parents=True)
+    n_inputs = len(REFS) + 2 + 2  # store features, a missing flag per view, two request-time features
+    torch.manual_seed(0)
+    model = FraudMLP(n_inputs)
+    model.fit_scaler(torch.rand(64, n_inputs) * 100)  # a non-trivial scaler, like a trained one
+    torch.save(model.state_dict(), model_dir / "model.pt")
+    save_numpy_weights(model, model_dir / "weights.npz")
+    manifest = {
+        "model": "fraud_mlp", "version": "test-v1", "model_file": "model.pt", "weights_file": "weights.npz", "project": project,
+        "feature_service": "fraud_detection_v1", "feature_refs": REFS, "user_mean_feature": "user_velocity:amount_mean_7d",
+        "request_features": ["amount_log", "amount_to_user_mean_7d"], "n_inputs": n_inputs,
+        "feature_views": {
+            layout.name: {"fingerprint": "hand-made", "join_keys": [list(p) for p in layout.join_keys],
+                          "features": [list(p) for p in layout.features]}
+            for layout in (USERS, MERCHANTS)
+        },
+    }
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def _delete_project_keys(url: str, project: str) -> None:
+    client = redis.Redis.from_url(url)
+    keys = [k for k in client.scan_iter(match=b"*" + project.encode(), count=1000) if k.endswith(project.encode())]
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture(scope="module")
-def serving_settings(platform, trained_model):
-    serving = replace(platform.settings.serving, model_dir=str(trained_model.model_dir), max_request_rows=50)
-    return replace(platform.settings, redis_url=platform.redis.url, serving=serving)
+def serving_settings(tmp_path_factory, redis_url):
+    project = f"fs_serving_{uuid.uuid4().hex[:10]}"
+    state = tmp_path_factory.mktemp("serving_state")
+    _write_model(state / "models" / "fraud_detection_v1" / "test-v1", project)
+    (state / "models" / "fraud_detection_v1" / "LATEST").write_text("test-v1")
+    _publish(redis_url, project)
+    settings = load_settings()
+    yield replace(settings, state_dir=state, redis_url=redis_url, feast_project=project,
+                  serving=replace(settings.serving, model_dir="", max_request_rows=50, max_wait_ms=1.0))
+    _delete_project_keys(redis_url, project)
 
 
 @pytest.fixture(scope="module")
@@ -27,49 +106,76 @@ def client(serving_settings):
         yield test_client
 
 
-def test_ready_and_healthy(client, trained_model):
+def test_ready_and_healthy(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["model_version"] == trained_model.manifest["version"]
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "model_version": "test-v1", "device": "cpu", "runtime": "numpy"}
 
 
-def test_predict_one_transaction_and_a_batch(client):
+def test_predict_one_transaction_and_a_batch_equal_the_model_on_the_online_features(client, serving_settings):
     single = client.post("/predict", json={"user_id": 1, "merchant_id": 1, "amount": 12.5})
     assert single.status_code == 200
     [prediction] = single.json()["predictions"]
-    assert 0.0 <= prediction["fraud_probability"] <= 1.0 and prediction["missing_features"] is False
+    assert prediction["missing_features"] is False and prediction["missing_views"] == []
 
-    batch = client.post("/predict", json={"transactions": [
-        {"user_id": user, "merchant_id": 1 + user % 30, "amount": 10.0 * user} for user in range(1, 41)
-    ] + [{"user_id": 987654321, "merchant_id": 1, "amount": 3.0}]})
+    rows = [{"user_id": u, "merchant_id": 1 + u % 30, "amount": 5.0 * u} for u in range(1, 41)]
+    rows += [{"user_id": UNKNOWN, "merchant_id": 1, "amount": 3.0}, {"user_id": 2, "merchant_id": UNKNOWN, "amount": 3.0}]
+    batch = client.post("/predict", json={"transactions": rows})
     assert batch.status_code == 200
     predictions = batch.json()["predictions"]
-    assert len(predictions) == 41
-    assert predictions[-1]["missing_features"] is True and predictions[-1]["missing_views"] == ["user_velocity"]
+    assert len(predictions) == len(rows)
+    assert [p["missing_views"] for p in predictions[-2:]] == [["user_velocity"], ["merchant_risk"]]
+    assert not any(p["missing_features"] for p in predictions[:-2])
+
+    # The same numbers as the model on the reader's features + request-time features, computed here.
+    model_dir = serving_settings.state_dir / "models" / "fraud_detection_v1" / "test-v1"
+    predictor = Predictor(model_dir, redis.Redis.from_url(serving_settings.redis_url))
+    users, merchants, amounts = (np.array([r[k] for r in rows]) for k in ("user_id", "merchant_id", "amount"))
+    features = predictor.reader.read({"user_id": users, "merchant_id": merchants})
+    inputs = model_inputs(features.values, features.missing_entity, amounts.astype(float), REFS.index("user_velocity:amount_mean_7d"))
+    trained = FraudMLP(inputs.shape[1])
+    trained.load_state_dict(torch.load(model_dir / "model.pt"))
+    with torch.inference_mode():
+        expected = torch.sigmoid(trained.eval()(torch.from_numpy(inputs))).numpy()
+    np.testing.assert_allclose([p["fraud_probability"] for p in predictions], expected, rtol=1e-5)
+    assert inputs[0, -1] == pytest.approx(5.0 / 10.0)  # amount relative to the user's amount_mean_7d
+    assert inputs[39, -1] == 1.0  # user 40 has no mean (null): neutral ratio
 
 
-def test_features_endpoint_returns_the_manifest_features(client, trained_model):
-    response = client.post("/features", json={"entities": [{"user_id": 1, "merchant_id": 1}]})
+def test_features_endpoint_returns_the_manifest_features_with_nulls_and_missing_flags(client):
+    response = client.post("/features", json={"entities": [
+        {"user_id": 3, "merchant_id": 7}, {"user_id": 40, "merchant_id": 7}, {"user_id": UNKNOWN, "merchant_id": 7}]})
     assert response.status_code == 200
     body = response.json()
-    assert body["feature_refs"] == trained_model.manifest["feature_refs"]
-    assert set(body["rows"][0]["features"]) == set(trained_model.manifest["feature_refs"])
+    assert body["feature_refs"] == REFS
+    known, null_mean, unknown = body["rows"]
+    assert known == {"features": {REFS[0]: 3.0, REFS[1]: 30.0, REFS[2]: 0.07}, "missing_views": []}
+    assert null_mean["features"][REFS[1]] is None and null_mean["missing_views"] == []
+    assert unknown["features"][REFS[0]] is None and unknown["missing_views"] == ["user_velocity"]
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("path", "body", "field"),
     [
-        ({"user_id": "seven", "merchant_id": 1, "amount": 1.0}, ["body", "user_id"]),
-        ({"user_id": 1, "merchant_id": 1}, ["body", "amount"]),
-        ({"user_id": 1, "merchant_id": 1, "amount": -4.0}, ["body", "amount"]),
-        ({"user_id": 1, "merchant_id": 1, "amount": 1.0, "surprise": 1}, ["body", "surprise"]),
-        ({"transactions": []}, ["body", "transactions"]),
-        ({"transactions": [{"user_id": 1, "merchant_id": None, "amount": 1.0}]}, ["body", "transactions", 0, "merchant_id"]),
-        ({"transactions": [{"user_id": 1, "merchant_id": 1, "amount": 1.0}] * 51}, ["body", "transactions"]),
+        ("/predict", {"user_id": "seven", "merchant_id": 1, "amount": 1.0}, ["body", "user_id"]),
+        ("/predict", {"user_id": 1.5, "merchant_id": 1, "amount": 1.0}, ["body", "user_id"]),
+        ("/predict", {"user_id": True, "merchant_id": 1, "amount": 1.0}, ["body", "user_id"]),
+        ("/predict", {"user_id": 2**64, "merchant_id": 1, "amount": 1.0}, ["body", "user_id"]),
+        ("/predict", {"user_id": 1, "merchant_id": 1, "amount": "NaN"}, ["body", "amount"]),
+        ("/predict", {"user_id": 1, "merchant_id": 1}, ["body", "amount"]),
+        ("/predict", {"user_id": 1, "merchant_id": 1, "amount": -4.0}, ["body", "amount"]),
+        ("/predict", {"user_id": 1, "merchant_id": 1, "amount": 1.0, "surprise": 1}, ["body", "surprise"]),
+        ("/predict", [1, 2], ["body"]),
+        ("/predict", {"transactions": []}, ["body", "transactions"]),
+        ("/predict", {"transactions": [{"user_id": 1, "merchant_id": None, "amount": 1.0}]}, ["body", "transactions", 0, "merchant_id"]),
+        ("/predict", {"transactions": [{"user_id": 1, "merchant_id": 1, "amount": 1.0}] * 51}, ["body", "transactions"]),
+        ("/features", {"entities": [{"user_id": 1}]}, ["body", "entities", 0, "merchant_id"]),
+        ("/features", {"entities": [{"user_id": 1, "merchant_id": 1}] * 51}, ["body", "entities"]),
     ],
 )
-def test_bad_requests_get_422_naming_the_field(client, body, field):
-    response = client.post("/predict", json=body)
+def test_bad_requests_get_422_naming_the_field(client, path, body, field):
+    response = client.post(path, json=body)
     assert response.status_code == 422
     assert field in [error["loc"] for error in response.json()["detail"]]
 
@@ -83,32 +189,170 @@ def test_metrics_expose_latency_batches_errors_and_device(client):
     client.post("/predict", json={"user_id": 1, "merchant_id": 1, "amount": 12.5})
     text = client.get("/metrics").text
     for name in ("featurestack_request_seconds_bucket", "featurestack_model_batch_rows_count",
-                 "featurestack_redis_errors_total", 'featurestack_model_device_info{device="cpu"'):
+                 "featurestack_request_rows_count", "featurestack_redis_errors_total",
+                 'featurestack_model_device_info{device="cpu",model_version="test-v1",runtime="numpy"} 1.0'):
         assert name in text
 
 
-def test_redis_down_is_a_503_within_the_timeout_and_the_server_recovers(serving_settings, tmp_path):
+def test_the_numpy_runner_equals_the_torch_model_and_torch_is_the_fallback(serving_settings, tmp_path):
+    model_dir = serving_settings.state_dir / "models" / "fraud_detection_v1" / "test-v1"
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    inputs = np.random.default_rng(3).normal(50, 40, (257, manifest["n_inputs"])).astype(np.float32)
+    client = redis.Redis.from_url(serving_settings.redis_url)
+    on_numpy = Predictor(model_dir, client, device="cpu").runner
+    assert isinstance(on_numpy, NumpyMLP)
+    # An artifact without numpy weights (an older one) runs on torch.
+    for name in ("model.pt", "manifest.json"):
+        (tmp_path / name).write_bytes((model_dir / name).read_bytes())
+    on_torch = Predictor(tmp_path, client, device="cpu").runner
+    assert isinstance(on_torch, TorchMLP) and on_torch.device == "cpu"
+    np.testing.assert_allclose(on_numpy.probabilities(inputs), on_torch.probabilities(inputs), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="FEATURESTACK_SERVING_DEVICE"):
+        Predictor(model_dir, client, device="tpu")
+    client.close()
+
+
+def test_concurrent_requests_are_merged_into_one_model_batch():
+    calls: list[int] = []
+
+    def run(column):
+        calls.append(len(column))
+        return list(column * 2)
+
+    async def scenario():
+        batcher = MicroBatcher(run, max_rows=10, max_wait_ms=60_000, max_pending_rows=100)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(np.array([i])) for i in range(10)))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert calls == [10]  # ten requests of one row, one model call (it closes when full, not on the wait)
+    assert [list(r) for r in results] == [[2 * i] for i in range(10)]
+
+
+def test_batches_never_exceed_max_rows_and_errors_reach_every_request():
+    calls: list[int] = []
+
+    def run(column):
+        calls.append(len(column))
+        if (column < 0).any():
+            raise ValueError("negative")
+        return list(column)
+
+    async def scenario():
+        batcher = MicroBatcher(run, max_rows=4, max_wait_ms=0, max_pending_rows=15)
+        batcher.start()
+        await asyncio.sleep(0)  # the worker waits for work
+        ok = await asyncio.gather(*(batcher.submit(np.arange(n)) for n in (3, 3, 1, 6, 2)))
+        failed = await asyncio.gather(batcher.submit(np.array([1])), batcher.submit(np.array([-1])), return_exceptions=True)
+        crowded = await asyncio.gather(*(batcher.submit(np.arange(5)) for _ in range(4)), return_exceptions=True)
+        await batcher.stop()
+        return ok, failed, crowded
+
+    ok, failed, crowded = asyncio.run(scenario())
+    assert [list(r) for r in ok] == [list(range(n)) for n in (3, 3, 1, 6, 2)]
+    assert calls[:4] == [3, 4, 6, 2]  # 3 | 3+1 | 6 alone (bigger than a batch) | 2
+    assert [type(f) for f in failed] == [ValueError, ValueError]  # both requests of the failed batch learn why
+    assert sum(isinstance(c, Overloaded) for c in crowded) == 1  # 3 x 5 queued rows fit in 15, the fourth request not
+
+
+def test_redis_down_or_hanging_is_a_503_and_the_server_recovers(serving_settings, tmp_path):
     url = start_own_redis(tmp_path)
     port = int(url.rsplit(":", 1)[1].split("/")[0])
-    settings = replace(serving_settings, redis_url=url)
+    _publish(url, serving_settings.feast_project)
+    settings = replace(serving_settings, redis_url=url, serving=replace(serving_settings.serving, redis_timeout_s=0.3))
+    transaction = {"user_id": 1, "merchant_id": 1, "amount": 1.0}
     with TestClient(create_app(settings)) as test_client:
-        assert test_client.post("/predict", json={"user_id": 1, "merchant_id": 1, "amount": 1.0}).status_code == 200
+        assert test_client.post("/predict", json=transaction).status_code == 200
+
+        # A Redis that accepts but does not answer: the socket timeout makes it a 503, not a hang.
+        redis.Redis.from_url(url).execute_command("CLIENT", "PAUSE", "4000", "ALL")
+        hanging = test_client.post("/predict", json=transaction)
+        assert hanging.status_code == 503 and "TimeoutError" in hanging.json()["detail"]
+        assert test_client.post("/features", json={"entities": [{"user_id": 1, "merchant_id": 1}]}).status_code == 503
+        _wait_until(lambda: test_client.post("/predict", json=transaction).status_code == 200)
+
+        # A Redis that is gone: 503 (connection refused), /readyz 503, counted in the metrics.
         redis.Redis.from_url(url).shutdown(nosave=True)
-        started = time.monotonic()
-        down = test_client.post("/predict", json={"user_id": 1, "merchant_id": 1, "amount": 1.0})
+        down = test_client.post("/predict", json=transaction)
         assert down.status_code == 503 and "online store unavailable" in down.json()["detail"]
-        assert time.monotonic() - started < 10  # bounded by the socket timeouts: no hang
         assert test_client.get("/readyz").status_code == 503
         errors = re.search(r"^featurestack_redis_errors_total (\S+)$", test_client.get("/metrics").text, re.M)
-        assert float(errors.group(1)) >= 1
+        assert float(errors.group(1)) >= 3
 
         subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes",
                         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], check=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            recovered = test_client.post("/predict", json={"user_id": 1, "merchant_id": 1, "amount": 1.0})
-            if recovered.status_code == 200:
-                break
-            time.sleep(0.2)
-        assert recovered.status_code == 200
+        _wait_until(lambda: redis.Redis.from_url(url).ping())
+        _publish(url, serving_settings.feast_project)
+        _wait_until(lambda: test_client.post("/predict", json=transaction).status_code == 200)
+        assert test_client.get("/readyz").status_code == 200
     redis.Redis.from_url(url).shutdown(nosave=True)
+
+
+def test_the_server_starts_while_redis_is_down_and_becomes_ready_when_it_answers(serving_settings, tmp_path):
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = replace(serving_settings, redis_url=url, serving=replace(serving_settings.serving, redis_timeout_s=0.3))
+    with TestClient(create_app(settings)) as test_client:
+        assert test_client.get("/healthz").status_code == 200
+        assert test_client.get("/readyz").status_code == 503
+        assert test_client.post("/predict", json={"user_id": 1, "merchant_id": 1, "amount": 1.0}).status_code == 503
+        subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes",
+                        "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], check=True)
+        try:
+            _wait_until(lambda: test_client.get("/readyz").status_code == 200)
+            _publish(url, serving_settings.feast_project)
+            predicted = test_client.post("/predict", json={"user_id": 1, "merchant_id": 1, "amount": 1.0})
+            assert predicted.status_code == 200 and predicted.json()["predictions"][0]["missing_features"] is False
+        finally:
+            redis.Redis.from_url(url).shutdown(nosave=True)
+
+
+def test_the_online_store_client_does_not_retry_so_errors_surface_within_the_timeout():
+    client = online_store_client(f"redis://127.0.0.1:{_free_port()}/0", 0.3)
+    assert client.get_retry().get_retries() == 0
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == 0.3
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+
+
+def _wait_until(condition, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if condition():
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {seconds} s: {condition}")
+        time.sleep(0.1)
+
+
+def test_featurestack_serve_answers_predict_on_uvicorn(serving_settings):
+    port = _free_port()
+    environment = {**os.environ, "FEATURESTACK_STATE_DIR": str(serving_settings.state_dir), "REDIS_URL": serving_settings.redis_url,
+                   "FEATURESTACK_FEAST_PROJECT": serving_settings.feast_project, "FEATURESTACK_SERVING_MAX_WAIT_MS": "1"}
+    environment.pop("FEATURESTACK_MODEL_DIR", None)
+    server = subprocess.Popen([sys.executable, "-m", "featurestack.cli", "serve", "--port", str(port)], cwd=PROJECT_ROOT,
+                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            assert server.poll() is None, server.stdout.read().decode()
+            try:
+                return httpx.get(f"{base}/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait_until(ready, seconds=60)
+        response = httpx.post(f"{base}/predict", json={"transactions": [{"user_id": 1, "merchant_id": 1, "amount": 9.0}] * 3})
+        assert response.status_code == 200 and len(response.json()["predictions"]) == 3
+        assert response.json()["model_version"] == "test-v1"
+        report = asyncio.run(run_load(base, requests=20, concurrency=4, batch=5, rate=None, users=40, merchants=30))
+        assert report["failures"] == 0 and report["rows_per_s"] > 0 and report["p99_ms"] >= report["p50_ms"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

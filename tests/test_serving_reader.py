@@ -1,26 +1,41 @@
-"""Our Redis reader returns what Feast's SDK returns, on the same keys, missing entities included."""
+"""Our Redis reader returns what Feast's SDK returns, on the same keys: values written by Feast's own
+writer, a type mix with nulls, entities missing from one view or from all of them."""
 
 from __future__ import annotations
 
 import math
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import pandas as pd
 import pytest
 import redis
 
-from featurestack.feast_repo import open_store
-from serving.online_reader import OnlineFeatureReader, decode_numeric_column
+from serving.online_reader import OnlineFeatureReader, decode_numeric_column, online_store_client
 from serving.redis_layout import encode_value, layout_from_feature_view
 
-MISSING_ID = 987_654_321
+NOW = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
+ACCT_FEATURES = ("txn_count", "amount_mean", "small", "ratio", "flag")
+SHOP_FEATURES = ("risk", "age_days")
+# (user_id, txn_count, amount_mean, small, ratio, flag): None is a null value written by Feast.
+ACCT_ROWS = [
+    (1, 3, 12.5, 7, 0.5, True),
+    (2, None, 99.25, None, None, False),
+    (3, 2**40, None, -5, -1.25, None),
+    (4, -17, -0.0, 2**31 - 1, 3.5, True),
+    (5, 0, 1e300, -(2**31), 0.0, False),
+]
+SHOP_ROWS = [(10, 0.125, 30), (11, None, None), (12, 0.0, 2**53)]
+MISSING = 987_654_321
 
 
 @pytest.mark.parametrize(
     ("value_type", "values"),
     [
-        ("int64", [0, 1, -1, 127, 128, 300, -300, 2**53, -(2**62), None]),
+        ("int64", [0, 1, -1, 127, 128, 300, -300, 2**53, -(2**62), 2**63 - 1, -(2**63), None]),
         ("int32", [0, -5, 2**31 - 1, -(2**31), None]),
-        ("double", [0.0, -2.5, 1e300, 5e-324, None, float("nan")]),
+        ("double", [0.0, -2.5, 1e300, 5e-324, None, float("nan"), float("inf")]),
         ("float", [0.5, -1.25, None]),
         ("bool", [True, False, None]),
     ],
@@ -31,26 +46,116 @@ def test_vectorized_decode_matches_the_values_encoded(value_type, values):
     np.testing.assert_array_equal(decoded, np.array(expected))
 
 
-def test_reader_equals_feast_get_online_features(platform):
-    settings = platform.settings
-    store = open_store(settings, platform.redis.url)
-    service = store.get_feature_service("fraud_detection_v1")
+@pytest.fixture(scope="module")
+def feast_written(tmp_path_factory, redis_url):
+    """A Feast repo of two views (user- and merchant-keyed) whose rows Feast's own writer put in Redis."""
+    from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, RepoConfig
+    from feast.data_format import ParquetFormat
+    from feast.types import Bool, Float32, Float64, Int32, Int64
+    from feast.value_type import ValueType
+
+    from featurestack.redis_server import feast_connection_string
+
+    repo = tmp_path_factory.mktemp("reader_repo")
+    project = f"fs_reader_{uuid.uuid4().hex[:10]}"
+    store = FeatureStore(config=RepoConfig(
+        project=project, registry=str(repo / "registry.db"), provider="local",
+        online_store={"type": "redis", "connection_string": feast_connection_string(redis_url)},
+        offline_store={"type": "duckdb"}, entity_key_serialization_version=3, repo_path=str(repo),
+    ))
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+    merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.INT64)
+
+    def source(name: str) -> FileSource:
+        return FileSource(path=str(repo / name), file_format=ParquetFormat(), timestamp_field="event_timestamp")
+
+    acct = FeatureView(name="acct", entities=[user], ttl=timedelta(days=7), source=source("acct"), schema=[
+        Field(name="txn_count", dtype=Int64), Field(name="amount_mean", dtype=Float64), Field(name="small", dtype=Int32),
+        Field(name="ratio", dtype=Float32), Field(name="flag", dtype=Bool)])
+    shop = FeatureView(name="shop", entities=[merchant], ttl=timedelta(days=7), source=source("shop"), schema=[
+        Field(name="risk", dtype=Float64), Field(name="age_days", dtype=Int64)])
+    service = FeatureService(name="reader_service", features=[shop[["age_days", "risk"]], acct])
+    store.apply([user, merchant, acct, shop, service])
+
+    acct_df = pd.DataFrame(ACCT_ROWS, columns=["user_id", *ACCT_FEATURES]).astype(object)
+    acct_df["user_id"] = acct_df["user_id"].astype("int64")
+    acct_df["event_timestamp"] = NOW
+    shop_df = pd.DataFrame(SHOP_ROWS, columns=["merchant_id", *SHOP_FEATURES]).astype(object)
+    shop_df["merchant_id"] = shop_df["merchant_id"].astype("int64")
+    shop_df["event_timestamp"] = NOW
+    store.write_to_online_store("acct", acct_df)
+    store.write_to_online_store("shop", shop_df)
+    yield store, project
+    client = redis.Redis.from_url(redis_url)
+    keys = [key for key in client.scan_iter(match=b"*" + project.encode(), count=1000) if key.endswith(project.encode())]
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def _reader(store, project: str, client: redis.Redis) -> OnlineFeatureReader:
+    service = store.get_feature_service("reader_service")
     refs = [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections for f in p.features]
     entity_types = {entity.join_key: entity.value_type for entity in store.list_entities()}
-    layouts = [layout_from_feature_view(store.get_feature_view(p.name), entity_types) for p in service.feature_view_projections]
-    user_ids = np.array(list(range(1, 120)) + [MISSING_ID], dtype=np.int64)
-    merchant_ids = np.array([(i % 40) + 1 for i in range(119)] + [MISSING_ID], dtype=np.int64)
+    layouts = [layout_from_feature_view(store.get_feature_view(name), entity_types) for name in ("acct", "shop")]
+    return OnlineFeatureReader(client, project, layouts, refs)
 
-    client = redis.Redis.from_url(platform.redis.url)
-    ours = OnlineFeatureReader(client, settings.feast_project, layouts, refs).read({"user_id": user_ids, "merchant_id": merchant_ids})
-    client.close()
+
+def test_reader_equals_feast_get_online_features(feast_written, redis_url):
+    store, project = feast_written
+    reader = _reader(store, project, redis.Redis.from_url(redis_url))
+    assert reader.feature_refs[:2] == ["shop:age_days", "shop:risk"]  # the service's order, not the view's
+    user_ids = np.array([1, 2, 3, 4, 5, MISSING, 1, 2], dtype=np.int64)
+    merchant_ids = np.array([10, 11, 12, MISSING, 10, 10, MISSING, 12], dtype=np.int64)
+
+    ours = reader.read({"user_id": user_ids, "merchant_id": merchant_ids})
     feast = store.get_online_features(
-        features=service, entity_rows=[{"user_id": int(u), "merchant_id": int(m)} for u, m in zip(user_ids, merchant_ids)]
+        features=store.get_feature_service("reader_service"),
+        entity_rows=[{"user_id": int(u), "merchant_id": int(m)} for u, m in zip(user_ids, merchant_ids)],
+        full_feature_names=True,
     ).to_dict()
 
-    assert ours.names == refs
-    for column, ref in enumerate(refs):
-        theirs = np.array([math.nan if v is None else float(v) for v in feast[ref.split(":")[1]]])
+    assert ours.names == reader.feature_refs and ours.values.shape == (len(user_ids), len(reader.feature_refs))
+    for column, ref in enumerate(reader.feature_refs):
+        theirs = np.array([math.nan if v is None else float(v) for v in feast[ref.replace(":", "__")]])
         np.testing.assert_array_equal(ours.values[:, column], theirs, err_msg=ref)
-    assert ours.missing_entity[-1].all() and np.isnan(ours.values[-1]).all()
-    assert not ours.missing_entity[:-1].all()  # real entities were found
+    # Missing flags per view (acct, shop in the order the service lists its views: shop first).
+    assert ours.views == ["shop", "acct"]
+    np.testing.assert_array_equal(ours.missing_entity[:, 0], merchant_ids == MISSING)
+    np.testing.assert_array_equal(ours.missing_entity[:, 1], user_ids == MISSING)
+    np.testing.assert_array_equal(ours.row_missing(), (user_ids == MISSING) | (merchant_ids == MISSING))
+    # A null value of a present entity is NaN but not "missing".
+    row_of_user_2 = 1
+    assert np.isnan(ours.values[row_of_user_2, reader.feature_refs.index("acct:txn_count")])
+    assert not ours.missing_entity[row_of_user_2, 1]
+    # A bigger batch takes the vectorized key encoder (a few rows take the scalar one): same answer.
+    big = reader.read({"user_id": np.tile(user_ids, 5), "merchant_id": np.tile(merchant_ids, 5)})
+    np.testing.assert_array_equal(big.values, np.tile(ours.values, (5, 1)))
+    np.testing.assert_array_equal(big.missing_entity, np.tile(ours.missing_entity, (5, 1)))
+    filled = ours.filled({"acct:txn_count": -1.0})
+    assert filled[row_of_user_2, reader.feature_refs.index("acct:txn_count")] == -1.0
+    assert not np.isnan(filled).any() and (filled[~np.isnan(ours.values)] == ours.values[~np.isnan(ours.values)]).all()
+    assert (ours.filled(7.0)[5, [reader.feature_refs.index(r) for r in reader.feature_refs if r.startswith("acct:")]] == 7.0).all()
+    reader._client.close()
+
+
+def test_reader_handles_empty_batches_and_unknown_refs(feast_written, redis_url):
+    store, project = feast_written
+    reader = _reader(store, project, redis.Redis.from_url(redis_url))
+    empty = reader.read({"user_id": np.array([], np.int64), "merchant_id": np.array([], np.int64)})
+    assert empty.values.shape == (0, len(reader.feature_refs))
+    with pytest.raises(KeyError, match="merchant_id"):
+        reader.read({"user_id": np.array([1], np.int64)})
+    with pytest.raises(ValueError, match="acct:nope"):
+        OnlineFeatureReader(reader._client, project, [], ["acct:nope"])
+    reader._client.close()
+
+
+def test_reader_fails_fast_when_redis_is_unreachable(feast_written):
+    store, project = feast_written
+    from featurestack.redis_server import _free_port
+
+    client = online_store_client(f"redis://127.0.0.1:{_free_port()}/0", timeout_s=0.5)
+    reader = _reader(store, project, client)
+    with pytest.raises(redis.ConnectionError):
+        reader.read({"user_id": np.array([1], np.int64), "merchant_id": np.array([10], np.int64)})

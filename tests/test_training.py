@@ -106,3 +106,23 @@ def test_serving_predictor_loads_the_manifest_and_reads_exactly_its_features(pla
     client.close()
     assert scored.features.values.shape == (2, len(trained_model.manifest["feature_refs"]))
     assert ((scored.scores >= 0) & (scored.scores <= 1)).all()
+
+
+def test_training_assets_gate_promotion_on_the_metric_floor(platform, trained_model):
+    import dagster as dg
+
+    from assets.definitions import TRAINING_JOB, build_definitions
+
+    latest_file = trained_model.model_dir.parent / "LATEST"
+    served_before = latest_file.read_text() if latest_file.exists() else None
+    result = build_definitions(platform.settings).resolve_job_def(TRAINING_JOB).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "beats_metric_floor"
+    auc, floor = check.metadata["test_roc_auc"].value, check.metadata["floor"].value
+    assert floor == 0.75 and check.passed == (auc >= floor)
+    model_event = result.asset_materializations_for_node("training__fraud_detection_v1__model")[0]
+    new_version = model_event.metadata["model_dir"].value.rsplit("/", 1)[1]
+    served_after = latest_file.read_text() if latest_file.exists() else None
+    assert served_after == (new_version if check.passed else served_before)

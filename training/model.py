@@ -6,21 +6,18 @@ import numpy as np
 import torch
 from torch import nn
 
-# Request-time inputs: known only when the transaction arrives, so they never come from the store.
-REQUEST_FEATURES = ("amount_log", "amount_to_user_mean_7d")
+from training.features import REQUEST_FEATURES, model_inputs  # noqa: F401 (re-exported)
+
+WEIGHTS_FILE = "weights.npz"  # the same weights as plain arrays: a CPU server runs them without torch
 
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def model_inputs(store_values: np.ndarray, missing_views: np.ndarray, amounts: np.ndarray, user_mean_column: int) -> np.ndarray:
-    """[store features (NaN -> 0), one missing flag per view, request-time features] as float32."""
-    user_mean = store_values[:, user_mean_column]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(user_mean > 0, amounts / user_mean, 1.0)
-    request = np.column_stack([np.log1p(np.maximum(amounts, 0.0)), np.nan_to_num(ratio, nan=1.0)])
-    return np.column_stack([np.nan_to_num(store_values, nan=0.0), missing_views.astype(np.float64), request]).astype(np.float32)
+def save_numpy_weights(model: nn.Module, path) -> None:
+    """state_dict as float32 arrays (serving.runner.NumpyMLP runs them; equal to the torch forward)."""
+    np.savez(path, **{name: tensor.detach().float().cpu().numpy() for name, tensor in model.state_dict().items()})
 
 
 class FraudMLP(nn.Module):

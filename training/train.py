@@ -19,7 +19,9 @@ from torch import nn
 from featurestack.feast_repo import open_store
 from featurestack.settings import Settings
 from serving.redis_layout import layout_from_feature_view
-from training.model import REQUEST_FEATURES, FraudMLP, average_precision, model_inputs, pick_device, roc_auc
+from training.model import (
+    REQUEST_FEATURES, WEIGHTS_FILE, FraudMLP, average_precision, model_inputs, pick_device, roc_auc, save_numpy_weights,
+)
 
 USER_MEAN_FEATURE = "user_velocity:amount_mean_7d"
 MANIFEST_FILE = "manifest.json"
@@ -31,6 +33,16 @@ LATEST_FILE = "LATEST"
 class TrainingResult:
     model_dir: Path
     manifest: dict
+
+    @property
+    def promoted(self) -> bool:
+        """Only a model at or above its feature service's metric floor becomes the served one."""
+        return self.manifest["metrics"]["test_roc_auc"] >= self.manifest["metric_floor"]["test_roc_auc"]
+
+
+def metric_floor(service) -> float:
+    """The minimum test ROC AUC a model of this feature service must reach (tag `min_test_roc_auc`)."""
+    return float(service.tags.get("min_test_roc_auc", "0.5"))
 
 
 def labelled_transactions(settings: Settings) -> pd.DataFrame:
@@ -90,13 +102,23 @@ def _scores(model: FraudMLP, inputs: np.ndarray, device: torch.device) -> np.nda
         return torch.sigmoid(model(torch.from_numpy(inputs).to(device))).cpu().numpy()
 
 
+def build_training_set(settings: Settings, redis_url: str, feature_service: str) -> pd.DataFrame:
+    """Labelled transactions with the feature service's features, point-in-time correct."""
+    store = open_store(settings, redis_url)
+    frame, _refs = training_set(store, store.get_feature_service(feature_service), labelled_transactions(settings))
+    return frame
+
+
 def train(settings: Settings, redis_url: str, feature_service: str = "fraud_detection_v1", epochs: int = 10,
-          holdout_days: int = 1, seed: int = 0) -> TrainingResult:
+          holdout_days: int = 1, seed: int = 0, frame: pd.DataFrame | None = None) -> TrainingResult:
+    """Fit on earlier days, evaluate on the last `holdout_days`, save model + manifest, and promote the
+    model (the LATEST pointer serving reads) only if it reaches the service's metric floor."""
     started = time.perf_counter()
     store = open_store(settings, redis_url)
     service = store.get_feature_service(feature_service)
-    entities = labelled_transactions(settings)
-    frame, refs = training_set(store, service, entities)
+    refs = [f"{projection.name_to_use()}:{field.name}" for projection in service.feature_view_projections for field in projection.features]
+    if frame is None:
+        frame, refs = training_set(store, service, labelled_transactions(settings))
     views = list(dict.fromkeys(ref.split(":")[0] for ref in refs))
     days = sorted(frame["event_timestamp"].dt.date.unique())
     if len(days) <= holdout_days:
@@ -116,6 +138,7 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
     model_dir = settings.models_dir / feature_service / version
     model_dir.mkdir(parents=True)
     torch.save(model.cpu().state_dict(), model_dir / MODEL_FILE)
+    save_numpy_weights(model, model_dir / WEIGHTS_FILE)
     entity_types = {entity.join_key: entity.value_type for entity in store.list_entities()}
     registered = {view: store.get_feature_view(view) for view in views}
     layouts = {view: layout_from_feature_view(registered[view], entity_types) for view in views}
@@ -123,6 +146,7 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
         "model": "fraud_mlp",
         "version": version,
         "model_file": MODEL_FILE,
+        "weights_file": WEIGHTS_FILE,
         "project": settings.feast_project,
         "feature_service": feature_service,
         "feature_refs": refs,
@@ -146,10 +170,13 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
             "train_positives": int(labels[~is_test].sum()), "test_positives": int(labels[is_test].sum()),
         },
         "metrics": metrics,
+        "metric_floor": {"test_roc_auc": metric_floor(service)},
         "trained_on": str(device),
         "epochs": epochs,
         "seconds": round(time.perf_counter() - started, 2),
     }
     (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-    (model_dir.parent / LATEST_FILE).write_text(version)
-    return TrainingResult(model_dir=model_dir, manifest=manifest)
+    result = TrainingResult(model_dir=model_dir, manifest=manifest)
+    if result.promoted:
+        (model_dir.parent / LATEST_FILE).write_text(version)
+    return result

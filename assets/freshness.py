@@ -1,0 +1,79 @@
+"""Freshness, derived from each feature view's `freshness_sla_hours` tag.
+
+Offline (Dagster's own freshness, as 1.13 supports it):
+  - a FreshnessPolicy.time_window(fail_window=SLA) on features/<view> and online/<view>: the
+    FRESHNESS daemon of `dagster dev` evaluates it and the UI shows each asset Fresh/Degraded/Failing;
+  - per partition, a time-partition freshness check on features/<view>: the partition of day D must
+    be materialized by D+1 at (SLA - 24) h UTC (clamped to 0..23 h). `build_time_partition_freshness_checks`
+    is marked superseded by FreshnessPolicy in 1.13, but it is the one that looks at partitions.
+Online: the `online_freshness` check of each online/<view> (assets/checks.py) reads `_ts:<view>`.
+The freshness job runs all of these; assets/sensors.py schedules it and alerts on failures.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from assets.checks import ONLINE_FRESHNESS_CHECK, SLA_TAG
+
+if TYPE_CHECKING:
+    from feast import FeatureView
+
+FRESHNESS_JOB = "freshness_checks"
+
+
+def sla_hours(view: "FeatureView") -> float:
+    if SLA_TAG not in view.tags:
+        raise ValueError(f"feature view {view.name} lacks the tag {SLA_TAG!r} (feature_repo/feature_views.py)")
+    return float(view.tags[SLA_TAG])
+
+
+def deadline_cron(hours: float) -> str:
+    """Daily deadline for the previous day's partition: (SLA - 24) h after the day closes, in 0..23."""
+    return f"0 {min(23, max(0, int(hours) - 24))} * * *"
+
+
+def apply_freshness_policies(assets: list, views: "list[FeatureView]") -> list:
+    policies = {}
+    for view in views:
+        policy = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=sla_hours(view)))
+        policies[dg.AssetKey(["features", view.name])] = policy
+        policies[dg.AssetKey(["online", view.name])] = policy
+
+    def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
+        return dg.apply_freshness_policy(spec, policies[spec.key]) if spec.key in policies else spec
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [
+            dg.map_asset_specs(attach, [asset])[0] if any(key in policies for key in getattr(asset, "keys", ())) else asset
+            for asset in assets
+        ]
+
+
+def partition_freshness_checks(views: "list[FeatureView]") -> list[dg.AssetChecksDefinition]:
+    by_deadline: dict[str, list[dg.AssetKey]] = {}
+    for view in sorted(views, key=lambda v: v.name):
+        by_deadline.setdefault(deadline_cron(sla_hours(view)), []).append(dg.AssetKey(["features", view.name]))
+    checks = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for cron, keys in sorted(by_deadline.items()):
+            checks += dg.build_time_partition_freshness_checks(assets=keys, deadline_cron=cron, timezone="UTC")
+    return checks
+
+
+def freshness_check_keys(views: "list[FeatureView]", partition_checks: list[dg.AssetChecksDefinition]) -> list[dg.AssetCheckKey]:
+    online = [dg.AssetCheckKey(dg.AssetKey(["online", view.name]), ONLINE_FRESHNESS_CHECK) for view in views]
+    return [*online, *(key for check in partition_checks for key in check.check_keys)]
+
+
+def freshness_job(check_keys: list[dg.AssetCheckKey]) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        FRESHNESS_JOB, selection=dg.AssetSelection.checks(*check_keys),
+        description="Freshness of every feature view, offline (partitions) and online (Redis `_ts`), against its SLA tag.",
+    )

@@ -1,0 +1,45 @@
+"""`python -m bench --quick` end to end at a tiny scale: the JSON has its shape and every benchmark
+found Feast's output and ours identical. No timing assertions (speed is `make bench`'s business).
+
+The Spark sides (Feast's Spark offline store, the Spark pipelines) are left out with --no-spark to keep
+this under a minute and a half; `make bench` runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROW_KEYS = {
+    "work", "baseline", "baseline_median_s", "ours_median_s", "ratio", "identical",
+    "baseline_runs_s", "ours_runs_s", "baseline_peak_mib", "ours_peak_mib", "target", "target_met",
+}
+
+
+def test_bench_quick(tmp_path, redis_url):
+    out = tmp_path / "results.json"
+    env = {**os.environ, "REDIS_URL": redis_url, "FEATURESTACK_STATE_DIR": str(tmp_path / "state")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--scale", "5000", "--no-spark",
+         "--state-dir", str(tmp_path / "bench"), "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {"timestamp", "args", "data", "benchmarks", "skipped", "table", "total_s"} <= set(result)
+    rows = result["benchmarks"]
+    works = [row["work"].split(":")[0] for row in rows]
+    assert works == ["publish latest to Redis", "online read p50", "PIT training set"], works
+    for row in rows:
+        assert ROW_KEYS <= set(row), row
+        assert row["identical"] is True, row
+        assert row["baseline_median_s"] > 0 and row["ours_median_s"] > 0
+        assert row["ours_peak_mib"] > 0 and row["baseline_peak_mib"] > 0
+    publish = rows[0]
+    assert publish["same_redis_bytes"] and publish["feast_reads_identical"]
+    assert publish["materialization_intervals_registered"] >= 1
+    assert "serving" in result["skipped"]
+    assert "identical" in completed.stdout  # the table was printed

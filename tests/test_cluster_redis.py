@@ -1,0 +1,144 @@
+"""Publish and the fast reader against a real 3-master Redis Cluster (redis-server --cluster-enabled yes on
+free local ports + redis-cli --cluster create), and Feast (redis_type: redis_cluster) reads the same values."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from cluster_support import OwnRedis, free_cluster_port
+from featurestack.redis_server import feast_connection_string, redis_client
+from serving.online_writer import publish_latest
+from serving.redis_layout import ViewLayout
+
+pytestmark = pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")), reason="needs redis-server and redis-cli")
+
+VIEW = "user_stats"
+FEATURES = (("txn_count", "int64"), ("amount_mean", "double"), ("top_merchant", "string"), ("is_new", "bool"))
+LAYOUT = ViewLayout(VIEW, (("user_id", "int64"),), FEATURES, ttl=timedelta(days=1))
+NOW = datetime.now(timezone.utc).replace(microsecond=654321) - timedelta(hours=1)
+ENTITIES = 300
+
+
+@pytest.fixture(scope="module")
+def cluster_nodes(tmp_path_factory):
+    base = tmp_path_factory.mktemp("redis-cluster")
+    nodes = []
+    try:
+        for index in range(3):
+            port = free_cluster_port()
+            node = OwnRedis(port, base / str(index), extra_args=(
+                "--cluster-enabled", "yes", "--cluster-config-file", str(base / str(index) / "nodes.conf"),
+                "--cluster-node-timeout", "2000", "--appendonly", "no"))
+            nodes.append(node.start())
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while not all(redis.Redis(port=node.port).cluster("info")["cluster_state"] == "ok" for node in nodes):
+            assert time.monotonic() < deadline, "cluster never reached cluster_state:ok"
+            time.sleep(0.2)
+        yield addresses
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _rows(user_ids, stamp, label: str) -> pa.Table:
+    ids = np.asarray(user_ids, dtype=np.int64)
+    return pa.table({
+        "user_id": pa.array(ids),
+        "event_timestamp": pa.array([stamp] * len(ids), pa.timestamp("us", tz="UTC")),
+        "txn_count": pa.array(ids * 3),
+        "amount_mean": pa.array([None if i % 7 == 0 else i / 4 for i in ids.tolist()], pa.float64()),
+        "top_merchant": pa.array([f"{label}_{i}" for i in ids.tolist()]),
+        "is_new": pa.array([i % 2 == 0 for i in ids.tolist()]),
+    })
+
+
+def _feast_store(tmp_path, project: str, connection_string: str):
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
+    from feast.data_format import ParquetFormat
+    from feast.types import Bool, Float64, Int64, String
+    from feast.value_type import ValueType
+
+    config = RepoConfig(
+        project=project, registry=str(tmp_path / "registry.db"), provider="local",
+        online_store={"type": "redis", "redis_type": "redis_cluster", "connection_string": connection_string},
+        offline_store={"type": "duckdb"}, entity_key_serialization_version=3, repo_path=str(tmp_path),
+    )
+    store = FeatureStore(config=config)
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+    view = FeatureView(
+        name=VIEW, entities=[user], ttl=LAYOUT.ttl,
+        schema=[Field(name="user_id", dtype=Int64), Field(name="txn_count", dtype=Int64), Field(name="amount_mean", dtype=Float64),
+                Field(name="top_merchant", dtype=String), Field(name="is_new", dtype=Bool)],
+        source=FileSource(path=str(tmp_path / "data"), file_format=ParquetFormat(), timestamp_field="event_timestamp"),
+    )
+    store.apply([user, view])
+    return store
+
+
+def test_publish_to_a_redis_cluster_and_feast_reads_it(cluster_nodes, tmp_path):
+    project = f"fs_cluster_{uuid.uuid4().hex[:8]}"
+    url = f"redis://{cluster_nodes[0]}/0"
+    client = redis_client(url, redis_type="redis_cluster")
+    assert isinstance(client, RedisCluster)
+    try:
+        first = publish_latest(client, project, LAYOUT, _rows(range(ENTITIES), NOW, "v1"), batch_size=128)
+        assert (first.entities, first.written) == (ENTITIES, ENTITIES)
+        # Keys are spread over all three masters.
+        per_node = [redis.Redis.from_url(f"redis://{address}").dbsize() for address in cluster_nodes]
+        assert all(count > 0 for count in per_node) and sum(per_node) == ENTITIES, per_node
+        # Monotonic on a cluster too: older rows are skipped, newer ones written.
+        mixed = pa.concat_tables([_rows(range(0, 100), NOW - timedelta(seconds=1), "older"),
+                                  _rows(range(100, 150), NOW + timedelta(seconds=1), "v2")])
+        second = publish_latest(client, project, LAYOUT, mixed, key_ttl_seconds=3600)
+        assert (second.written, second.skipped_not_newer) == (50, 100)
+
+        store = _feast_store(tmp_path, project, feast_connection_string(url, "redis_cluster", cluster_nodes[1:]))
+        wanted = [0, 7, 99, 100, 149, 150, ENTITIES - 1, 10_000]
+        online = store.get_online_features(
+            features=[f"{VIEW}:{name}" for name, _ in FEATURES], entity_rows=[{"user_id": u} for u in wanted]
+        ).to_dict()
+        labels = ["v1" if u < 100 or u >= 150 else "v2" for u in wanted[:-1]]
+        assert online["top_merchant"] == [f"{label}_{u}" for label, u in zip(labels, wanted[:-1])] + [None]
+        assert online["txn_count"] == [u * 3 for u in wanted[:-1]] + [None]
+        assert online["amount_mean"] == [None if u % 7 == 0 else u / 4 for u in wanted[:-1]] + [None]
+        assert online["is_new"] == [u % 2 == 0 for u in wanted[:-1]] + [None]
+
+    finally:
+        keys = [key for node in cluster_nodes for key in redis.Redis.from_url(f"redis://{node}").scan_iter(match=b"*" + project.encode())]
+        for key in keys:
+            client.delete(key)
+        client.close()
+
+
+def test_fast_reader_on_a_redis_cluster(cluster_nodes):
+    project = f"fs_cluster_{uuid.uuid4().hex[:8]}"
+    client = redis_client(f"redis://{cluster_nodes[0]}/0", redis_type="redis_cluster")
+    try:
+        publish_latest(client, project, LAYOUT, _rows(range(50), NOW, "v1"))
+        from serving.online_reader import OnlineFeatureReader
+
+        numeric = ["txn_count", "amount_mean", "is_new"]
+        reader = OnlineFeatureReader(client, project, [LAYOUT], [f"{VIEW}:{name}" for name in numeric])
+        fast = reader.read({"user_id": [0, 3, 49, 10_000]})
+        assert fast.row_missing().tolist() == [False, False, False, True]
+        np.testing.assert_array_equal(fast.values[:3, 0], [0.0, 9.0, 147.0])
+        np.testing.assert_array_equal(fast.values[:3, 1], [np.nan, 0.75, np.nan])
+    finally:
+        for node in cluster_nodes:
+            node_client = redis.Redis.from_url(f"redis://{node}")
+            for key in node_client.scan_iter(match=b"*" + project.encode()):
+                node_client.delete(key)
+        client.close()

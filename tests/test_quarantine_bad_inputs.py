@@ -1,0 +1,230 @@
+"""Each kind of bad landing input, through the real graph (Spark, Dagster, Redis): the bad rows are
+quarantined with their reason, the blocking suite check on raw/transactions fails with a readable
+message (or the raw asset fails, for schema drift), and Redis keeps its previous good values.
+
+Day 1 is published once for the module; every test corrupts day 2's landing partition, runs day 2
+(raw/transactions -> features/user_velocity -> online/user_velocity) and restores the landing file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import redis
+
+from featurestack import lake
+from tests.conftest import delete_project_keys
+
+DAYS = 2
+TRANSACTIONS_PER_DAY = 400
+BAD_ROWS = 20  # 5% of the day: quarantined, and more than the 1% the raw suite tolerates
+TXN = dg.AssetKey(["raw", "transactions"])
+VELOCITY = [TXN, dg.AssetKey(["features", "user_velocity"]), dg.AssetKey(["online", "user_velocity"])]
+
+
+def _snapshot(url: str, project: str) -> dict[bytes, dict[bytes, bytes]]:
+    client = redis.Redis.from_url(url)
+    try:
+        return {key: client.hgetall(key) for key in client.scan_iter(match=b"*" + project.encode(), count=10_000)}
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, redis_url, spark):
+    from assets.definitions import DAILY_JOB, SETUP_JOB, build_definitions
+    from featurestack.settings import load_settings
+    from pipelines.generator import generate
+
+    saved = dict(os.environ)
+    project = f"fs_quar_{uuid.uuid4().hex[:8]}"
+    state = tmp_path_factory.mktemp("quarantine")
+    os.environ.update(
+        FEATURESTACK_STATE_DIR=str(state), FEATURESTACK_FEAST_PROJECT=project, FEATURESTACK_OFFLINE_PROFILE="local",
+        REDIS_URL=redis_url,
+    )
+    os.environ.pop("FEATURESTACK_DATA_DIR", None)
+    try:
+        settings = load_settings()
+        generate(settings.landing_dir, settings.start_date, DAYS, TRANSACTIONS_PER_DAY, seed=21)
+        definitions = build_definitions(settings)
+        instance = dg.DagsterInstance.ephemeral()
+        assert definitions.resolve_job_def(SETUP_JOB).execute_in_process(instance=instance).success
+        day1 = settings.start_date.isoformat()
+        assert definitions.resolve_job_def(DAILY_JOB).execute_in_process(instance=instance, partition_key=day1).success
+        yield {"settings": settings, "definitions": definitions, "instance": instance, "project": project,
+               "url": redis_url, "good": _snapshot(redis_url, project)}
+    finally:
+        delete_project_keys(redis_url, project)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def day2(stack, tmp_path):
+    """Day 2's landing partition, restored after the test."""
+    settings = stack["settings"]
+    day = settings.start_date + timedelta(days=1)
+    folder = settings.landing_dir / "transactions" / f"date={day.isoformat()}"
+    backup = tmp_path / "landing-backup"
+    shutil.copytree(folder, backup)
+    yield day, folder
+    shutil.rmtree(folder)
+    shutil.copytree(backup, folder)
+
+
+def _rewrite(folder, change, schema=None):
+    from pipelines.generator import TRANSACTIONS_SCHEMA
+
+    files = sorted(folder.glob("*.parquet"))
+    frame = pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
+    changed = change(frame)
+    for f in files:
+        f.unlink()
+    pq.write_table(pa.Table.from_pandas(changed, schema=schema or TRANSACTIONS_SCHEMA, preserve_index=False), folder / "part-0.parquet")
+    return len(changed)
+
+
+def _run(stack, day, keys=VELOCITY):
+    from assets.definitions import DAILY_JOB
+
+    job = stack["definitions"].resolve_job_def(DAILY_JOB)
+    if keys is not None:  # these assets and their checks
+        checks = {key for key in job.asset_layer.asset_graph.asset_check_keys if key.asset_key in keys}
+        job = job.get_subset(asset_selection=set(keys), asset_check_selection=checks)
+    return job.execute_in_process(instance=stack["instance"], partition_key=day.isoformat(), raise_on_error=False)
+
+
+def _check_evaluations(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+def _materialized(result) -> set[str]:
+    return {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+
+
+def _bad_every_20th(column, value):
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        rows = frame.index[:: len(frame) // BAD_ROWS][:BAD_ROWS]
+        frame[column] = frame[column].astype(object)
+        frame.loc[rows, column] = [value(v) for v in frame.loc[rows, column]]
+        return frame
+    return change
+
+
+KINDS = {
+    "null_key": (_bad_every_20th("user_id", lambda v: None), "expect_column_values_to_not_be_null on user_id"),
+    "negative_or_zero_amount": (_bad_every_20th("amount", lambda v: -abs(v)), "expect_column_values_to_be_between on amount"),
+    "absurd_amount": (_bad_every_20th("amount", lambda v: 5e9), "expect_column_values_to_be_between on amount"),
+    "unknown_currency": (_bad_every_20th("currency", lambda v: "XXX"), "expect_column_values_to_be_in_set on currency"),
+    "timestamp_outside_partition_day": (
+        _bad_every_20th("event_timestamp", lambda v: v + pd.Timedelta(days=3)), "expect_column_values_to_be_between on event_timestamp"
+    ),
+}
+
+
+@pytest.mark.parametrize("reason", list(KINDS))
+def test_bad_rows_are_quarantined_and_block_the_day(stack, day2, reason):
+    day, folder = day2
+    change, failing = KINDS[reason]
+    landing_rows = _rewrite(folder, change)
+    result = _run(stack, day)
+    settings = stack["settings"]
+    quarantined = pq.read_table(settings.quarantine_dir / "transactions" / f"date={day.isoformat()}").to_pandas()
+    raw_rows = lake.row_count(settings.raw_dir / "transactions" / f"date={day.isoformat()}")
+    assert quarantined["quarantine_reason"].value_counts().to_dict() == {reason: BAD_ROWS}
+    assert raw_rows + len(quarantined) == landing_rows  # nothing lost
+    evaluation = _check_evaluations(result)["raw/transactions:expectation_suite"]
+    assert not evaluation.passed
+    assert failing in evaluation.description and "rows (5.00%) break it" in evaluation.description
+    assert "offending_rows_sample" in evaluation.metadata
+    # Blocking: nothing downstream ran, the run failed, Redis holds day 1's values only.
+    assert not result.success and _materialized(result) == {"raw/transactions"}
+    assert _snapshot(stack["url"], stack["project"]) == stack["good"]
+
+
+def test_duplicate_txn_ids_are_quarantined_and_block_the_day(stack, day2):
+    day, folder = day2
+
+    def duplicate(frame):
+        copies = frame.iloc[:BAD_ROWS].copy()
+        copies["amount"] = copies["amount"] + 1.0
+        return pd.concat([frame, copies], ignore_index=True)
+
+    landing_rows = _rewrite(folder, duplicate)
+    result = _run(stack, day)
+    quarantined = pq.read_table(stack["settings"].quarantine_dir / "transactions" / f"date={day.isoformat()}").to_pandas()
+    assert quarantined["quarantine_reason"].value_counts().to_dict() == {"duplicate_txn_id": BAD_ROWS}
+    assert landing_rows == TRANSACTIONS_PER_DAY + BAD_ROWS
+    evaluation = _check_evaluations(result)["raw/transactions:expectation_suite"]
+    assert not evaluation.passed and "expect_column_values_to_be_unique on txn_id" in evaluation.description
+    assert not result.success and _materialized(result) == {"raw/transactions"}
+    assert _snapshot(stack["url"], stack["project"]) == stack["good"]
+
+
+@pytest.mark.parametrize(
+    ("drift", "message"),
+    [
+        ("amount_as_string", "column 'amount' has type string, expected double"),
+        ("currency_renamed", "column 'currency' is missing (expected string"),
+    ],
+)
+def test_schema_drift_fails_the_raw_asset_naming_the_column(stack, day2, drift, message):
+    from pipelines.generator import TRANSACTIONS_SCHEMA
+
+    day, folder = day2
+    if drift == "amount_as_string":
+        schema = TRANSACTIONS_SCHEMA.set(TRANSACTIONS_SCHEMA.get_field_index("amount"), pa.field("amount", pa.string()))
+        _rewrite(folder, lambda f: f.assign(amount=f["amount"].map(str)), schema)
+    else:
+        index = TRANSACTIONS_SCHEMA.get_field_index("currency")
+        _rewrite(folder, lambda f: f.rename(columns={"currency": "currency_code"}), TRANSACTIONS_SCHEMA.set(index, pa.field("currency_code", pa.string())))
+    result = _run(stack, day)
+    assert not result.success and _materialized(result) == set()
+    failure = next(event for event in result.all_events if event.event_type == dg.DagsterEventType.STEP_FAILURE)
+    error = failure.event_specific_data.error
+    assert error.cause.cls_name == "SchemaDriftError" and message in error.cause.message
+    assert _snapshot(stack["url"], stack["project"]) == stack["good"]
+
+
+def test_a_feature_suite_failure_blocks_the_publish(stack, day2):
+    """Contract-valid input that makes a feature table implausible: a burst of 300 payments of one
+    user within an hour. raw/transactions passes; features/user_velocity breaks its distribution
+    bound; online/user_velocity is not published."""
+    day, folder = day2
+
+    def burst(frame):
+        start = pd.Timestamp(day.isoformat(), tz="UTC") + pd.Timedelta(hours=12)
+        extra = pd.DataFrame([frame.iloc[0].to_dict()] * 300)
+        extra["txn_id"] = [f"burst-{i}" for i in range(300)]
+        extra["event_timestamp"] = [start + pd.Timedelta(seconds=10 * i) for i in range(300)]
+        return pd.concat([frame, extra], ignore_index=True)
+
+    _rewrite(folder, burst)
+    result = _run(stack, day)
+    evaluations = _check_evaluations(result)
+    assert evaluations["raw/transactions:expectation_suite"].passed
+    features = evaluations["features/user_velocity:expectation_suite"]
+    assert not features.passed and "expect_column_mean_to_be_between on txn_count_1h" in features.description
+    assert not result.success
+    assert _materialized(result) == {"raw/transactions", "features/user_velocity"}
+    assert _snapshot(stack["url"], stack["project"]) == stack["good"]
+
+
+def test_a_clean_day_passes_every_check_and_publishes(stack, day2):
+    day, _ = day2
+    result = _run(stack, day, keys=None)
+    assert result.success
+    evaluations = _check_evaluations(result)
+    assert evaluations and all(e.passed for e in evaluations.values()), {k: e.description for k, e in evaluations.items() if not e.passed}
+    assert evaluations["online/user_velocity:online_offline_consistency"].metadata["mismatch_rate"].value == 0.0
+    assert _snapshot(stack["url"], stack["project"]) != stack["good"]
