@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
-import hiredis
 import numpy as np
 import pyarrow as pa
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from serving.resp import send_packed
 from serving.redis_layout import Ragged, ViewLayout, concat_rows, encode_entity_key_column, feature_field, serialize_entity_key
 
 _MAX_VALUE_BYTES = 11  # tag + up to a 10-byte varint (or 8 bytes of a double)
@@ -168,36 +168,6 @@ class OnlineFeatureReader:
             keys = keys.to_list()
         return b"".join(b"%s$%d\r\n%s%s" % (head, len(key), key, tail) for key in keys)
 
-    def _execute(self, packed: bytes, count: int) -> list:
-        """Send the packed commands in one write; parse the replies with one hiredis reader straight
-        off the socket (redis-py's per-reply read_response costs more than the rest of a read)."""
-        pool = self._client.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command([packed], check_health=False)
-            reader = hiredis.Reader()
-            replies: list = []
-            while len(replies) < count:
-                try:
-                    chunk = connection._sock.recv(1 << 20)
-                except TimeoutError as error:
-                    raise redis.TimeoutError(f"Redis did not answer within the socket timeout: {error}") from error
-                except OSError as error:
-                    raise redis.ConnectionError(f"Redis connection failed while reading: {error}") from error
-                if not chunk:
-                    raise redis.ConnectionError("Redis closed the connection while replies were pending")
-                reader.feed(chunk)
-                while (reply := reader.gets()) is not False:
-                    replies.append(reply)
-            errors = [reply for reply in replies if isinstance(reply, hiredis.ReplyError)]
-            if errors:
-                raise redis.ResponseError(f"{len(errors)} of {count} reads failed, first: {errors[0]}")
-            return replies
-        except BaseException:
-            connection.disconnect()  # half-read replies must never reach the next user of the connection
-            raise
-        finally:
-            pool.release(connection)
 
     def read(self, entities: Mapping[str, Sequence]) -> OnlineFeatures:
         rows = len(next(iter(entities.values()))) if entities else 0
@@ -208,7 +178,7 @@ class OnlineFeatureReader:
         keys = [self._keys(layout, entities, rows) for layout, *_ in self._plan]
         if isinstance(self._client, redis.Redis):
             packed = b"".join(self._commands(view_keys, head, tail) for view_keys, (_, _, head, tail) in zip(keys, self._plan))
-            replies = self._execute(packed, rows * len(self._plan))
+            replies = send_packed(self._client, packed, rows * len(self._plan))
         else:  # a RedisCluster: its pipeline routes each HMGET to the key's slot
             pipe = self._client.pipeline(transaction=False)
             for view_keys, fields in zip(keys, self._fields):

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import hiredis
 import numpy as np
 import pyarrow as pa
 import redis
 
+from serving.resp import send_packed
 from serving.redis_layout import (
     Ragged,
     ViewLayout,
@@ -117,35 +117,6 @@ def _commands(name: bytes, keys: Ragged, args: list[Ragged | bytes]) -> bytes:
     return concat_rows(parts, len(keys)).to_bytes()
 
 
-def _send_pipelined(client: redis.Redis, commands: bytes, count: int) -> list:
-    """Send `count` pre-encoded commands in one write and read their replies, like a non-transactional
-    pipeline. Replies are parsed by one hiredis reader straight off the socket, because redis-py's
-    per-reply read_response costs more than everything else here. A connection from the pool has no
-    pending input, so the socket holds exactly our replies; on any failure the connection is dropped
-    rather than returned to the pool with unread replies."""
-    connection = client.connection_pool.get_connection()
-    try:
-        connection.send_packed_command([commands], check_health=False)
-        reader = hiredis.Reader()
-        replies: list = []
-        while len(replies) < count:
-            chunk = connection._sock.recv(1 << 20)
-            if not chunk:
-                raise redis.ConnectionError("Redis closed the connection while replies were pending")
-            reader.feed(chunk)
-            while (reply := reader.gets()) is not False:
-                replies.append(reply)
-        errors = [reply for reply in replies if isinstance(reply, hiredis.ReplyError)]
-        if errors:
-            raise redis.ResponseError(f"{len(errors)} of {count} commands failed, first: {errors[0]}")
-        return replies
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        client.connection_pool.release(connection)
-
-
 def _is_plain_redis(client) -> bool:
     # The raw-socket fast path needs one connection pool to one server; a RedisCluster (or any other
     # client) gets the standard, slot-routing pipeline with the same commands.
@@ -156,7 +127,7 @@ def _send_rows(client, name: bytes, keys: Ragged, args: list[Ragged | bytes]) ->
     """`name key args...` for every row of `keys`: pre-encoded RESP on a plain client, else a
     non-transactional pipeline (a cluster pipeline splits it by hash slot)."""
     if _is_plain_redis(client):
-        return _send_pipelined(client, _commands(name, keys, args), len(keys))
+        return send_packed(client, _commands(name, keys, args), len(keys))
     columns = [arg.to_list() if isinstance(arg, Ragged) else [arg] * len(keys) for arg in args]
     pipe = client.pipeline(transaction=False)
     for key, *row in zip(keys.to_list(), *columns):
@@ -210,7 +181,7 @@ def publish_latest(
             if key_ttl_seconds:
                 commands += _commands(b"EXPIRE", keys, [b"%d" % key_ttl_seconds])
                 replies *= 2
-            _send_pipelined(client, commands, replies)
+            send_packed(client, commands, replies)
         else:
             _send_rows(client, b"HSET", keys, hset_args)
             if key_ttl_seconds:
