@@ -43,6 +43,8 @@ class ServingSettings:
     max_pending_rows: int = 50_000  # queued rows beyond this are refused with 503 (bounded memory)
     redis_timeout_s: float = 0.5  # a Redis that does not answer in time is a 503, never a hang
     device: str = "auto"  # auto: CUDA (torch) when a GPU is present, else the model on numpy (no torch import); cpu; cuda
+    max_body_bytes: int = 4 * 1024 * 1024  # larger request bodies get 413 before they are read
+    api_key: str = field(default="", repr=False)  # bearer token for /predict and /features; empty: open
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ def load_settings() -> Settings:
             max_pending_rows=int(_env("FEATURESTACK_SERVING_MAX_PENDING_ROWS", "50000")),
             redis_timeout_s=float(_env("FEATURESTACK_SERVING_REDIS_TIMEOUT_S", "0.5")),
             device=_env("FEATURESTACK_SERVING_DEVICE", "auto"),
+            max_body_bytes=int(_env("FEATURESTACK_SERVING_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
+            api_key=_env("FEATURESTACK_API_KEY", ""),
         ),
     )
 

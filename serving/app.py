@@ -9,6 +9,8 @@ GET  /metrics   Prometheus: latencies, batch sizes, Redis errors, model device
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import time
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -91,6 +93,60 @@ class LatencyMiddleware:
             self.histogram.labels(endpoint=endpoint).observe(time.perf_counter() - started)
 
 
+# Endpoints that need the API key (when one is configured); health, readiness and metrics stay open
+# for probes and scrapers.
+PROTECTED_PATHS = ("/predict", "/features")
+
+
+class AccessGuard:
+    """Bearer-token check (constant-time) and a request body size limit, as plain ASGI."""
+
+    def __init__(self, app, api_key: str, max_body_bytes: int):
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode() if api_key else b""
+        self.max_body_bytes = max_body_bytes
+
+    @staticmethod
+    async def _reply(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] not in PROTECTED_PATHS:
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.expected and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+            return await self._reply(send, 401, "missing or wrong API key (Authorization: Bearer <key>)",
+                                     [(b"www-authenticate", b"Bearer")])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await self._reply(send, 413, f"request body of {int(declared)} bytes exceeds {self.max_body_bytes}")
+        # Read the body here, bounded, whatever the client declared (chunked bodies declare nothing).
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_body_bytes:
+                return await self._reply(send, 413, f"request body exceeds {self.max_body_bytes} bytes")
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def _parse(model: type[BaseModel], payload: object, list_field: str | None = None, max_rows: int = 0) -> BaseModel:
     """Validate the body; errors are 422s whose `loc` names the offending field."""
     try:
@@ -163,6 +219,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.overloaded.inc()
         return JSONResponse(status_code=503, content={"detail": f"overloaded: {error}"}, headers={"Retry-After": "1"})
 
+    app.add_middleware(AccessGuard, api_key=serving.api_key, max_body_bytes=serving.max_body_bytes)
     app.add_middleware(LatencyMiddleware, histogram=metrics.latency)
 
     @app.post("/predict")

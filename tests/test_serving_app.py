@@ -356,3 +356,22 @@ def test_featurestack_serve_answers_predict_on_uvicorn(serving_settings):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_an_api_key_guards_predict_and_features_but_not_health(serving_settings):
+    secret = "s3cr3t-" + "k" * 24
+    settings = replace(serving_settings, serving=replace(serving_settings.serving, api_key=secret, max_body_bytes=2_000))
+    assert secret not in repr(settings)  # never printed with the settings
+    body = {"user_id": 1, "merchant_id": 1, "amount": 1.0}
+    with TestClient(create_app(settings)) as guarded:
+        assert guarded.get("/healthz").status_code == 200
+        missing = guarded.post("/predict", json=body)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert guarded.post("/predict", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert guarded.post("/features", json={"entities": [{"user_id": 1, "merchant_id": 1}]}).status_code == 401
+        assert guarded.post("/predict", json=body, headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+        too_big = guarded.post("/predict", json={"transactions": [body] * 100}, headers={"Authorization": f"Bearer {secret}"})
+        assert too_big.status_code == 413 and "exceeds 2000" in too_big.json()["detail"]
+        chunked = guarded.post("/predict", content=iter([b'{"transactions": [', b" " * 3000, b"]}"]),
+                               headers={"Authorization": f"Bearer {secret}", "content-type": "application/json"})
+        assert chunked.status_code == 413
