@@ -10,7 +10,7 @@ from dagster_pyspark import PySparkResource
 from pydantic import PrivateAttr
 
 from featurestack.feast_repo import open_store
-from featurestack.redis_server import RedisEndpoint, ensure_redis
+from featurestack.redis_server import RedisEndpoint, ensure_redis, redis_client
 from featurestack.settings import Settings, load_settings
 from pipelines.spark import spark_conf
 
@@ -36,8 +36,8 @@ class PlatformResource(dg.ConfigurableResource):
             self._endpoint = ensure_redis(self.settings.redis_url, self.settings.state_dir)
         return self._endpoint
 
-    def redis_client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_endpoint.url, socket_timeout=10, socket_connect_timeout=5)
+    def redis_client(self) -> "redis.Redis | redis.cluster.RedisCluster":
+        return redis_client(self.redis_endpoint.url, self.settings.redis_type, socket_timeout=10, socket_connect_timeout=5)
 
     def feature_store(self) -> FeatureStore:
         return open_store(self.settings, self.redis_endpoint.url)

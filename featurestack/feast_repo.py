@@ -28,9 +28,10 @@ def export_feast_environment(settings: Settings, redis_url: str | None = None) -
     modules read) from `settings`, so Feast sees the same configuration as featurestack."""
     settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
     if redis_url is not None:
-        os.environ["FEATURESTACK_FEAST_REDIS"] = feast_connection_string(redis_url)
+        os.environ["FEATURESTACK_FEAST_REDIS"] = feast_connection_string(redis_url, settings.redis_type)
     os.environ.update(
         FEATURESTACK_FEAST_PROJECT=settings.feast_project,
+        FEATURESTACK_FEAST_REDIS_TYPE=settings.redis_type,
         FEATURESTACK_FEAST_REGISTRY=str(settings.registry_path),
         FEATURESTACK_STATE_DIR=str(settings.state_dir),
         FEATURESTACK_OFFLINE_PROFILE=settings.offline_profile,
