@@ -4,6 +4,7 @@ its last successful run is skipped, which makes a second run quick and leaves th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -96,7 +97,9 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     outcome = RunOutcome(settings=settings, redis=endpoint, days=selected)
     code = lake.source_fingerprint([PROJECT_ROOT / name for name in CODE_DIRS])
     dimensions = lake.fingerprint([settings.landing_dir / "users", settings.landing_dir / "merchants"])
-    setup_fingerprint = f"{code}-{dimensions}-{endpoint.url}"
+    # The Redis URL may carry a password: only a hash of it goes into the (visible) run tags.
+    redis_identity = hashlib.sha256(endpoint.url.encode()).hexdigest()[:12]
+    setup_fingerprint = f"{code}-{dimensions}-{redis_identity}"
     _execute(instance, definitions.resolve_job_def(SETUP_JOB), None, setup_fingerprint, force, outcome)
     daily = definitions.resolve_job_def(DAILY_JOB)
     complete_days = set(daily.partitions_def.get_partition_keys())
