@@ -13,7 +13,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from featurestack import lake
-from featurestack.redis_server import RedisEndpoint, ensure_redis
+from featurestack.redis_server import RedisEndpoint, ensure_redis, project_keys
 from featurestack.settings import PROJECT_ROOT, Settings, load_settings
 
 FINGERPRINT_TAG = "featurestack/fingerprint"
@@ -51,7 +51,7 @@ def _redis_holds_project(url: str, project: str) -> bool:
 
     client = redis.Redis.from_url(url)
     try:
-        return next(iter(client.scan_iter(match=b"*" + project.encode(), count=10_000)), None) is not None
+        return next(project_keys(client, project), None) is not None
     finally:
         client.close()
 
@@ -142,8 +142,7 @@ def print_summary(outcome: RunOutcome) -> None:
         print(f"  service {service.name}: {sum(len(p.features) for p in service.feature_view_projections)} features")
 
     client = redis.Redis.from_url(outcome.redis.url)
-    project_suffix = settings.feast_project.encode()
-    keys = sum(1 for _ in client.scan_iter(match=b"*" + project_suffix, count=10_000))
+    keys = sum(1 for _ in project_keys(client, settings.feast_project))
     client.close()
     print(f"\nRedis {outcome.redis.describe()}: {keys:,} entity keys of project {settings.feast_project}")
 

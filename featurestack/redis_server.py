@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -51,10 +52,15 @@ def answers(url: str, timeout_s: float = 0.5) -> bool:
         client.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def project_keys(client: redis.Redis, project: str) -> Iterator[bytes]:
+    """The keys of a Feast project in Redis: Feast ends every entity key with the project name."""
+    return client.scan_iter(match=b"*" + project.encode(), count=10_000)
 
 
 def start_own_redis(state_dir: Path) -> str:
@@ -67,7 +73,7 @@ def start_own_redis(state_dir: Path) -> str:
         )
     redis_dir = state_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     subprocess.run(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes",
          "--dir", str(redis_dir), "--pidfile", str(redis_dir / "redis.pid"),

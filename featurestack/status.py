@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from featurestack import lake
-from featurestack.redis_server import DEFAULT_LOCAL_URL, answers, redact_url
+from featurestack.redis_server import DEFAULT_LOCAL_URL, answers, project_keys, redact_url
 from featurestack.settings import Settings
 
 
@@ -32,6 +32,6 @@ def print_status(settings: Settings) -> None:
         print("redis        none answering (run `make demo` or set REDIS_URL)")
         return
     client = redis.Redis.from_url(url)
-    keys = sum(1 for _ in client.scan_iter(match=b"*" + settings.feast_project.encode(), count=10_000))
+    keys = sum(1 for _ in project_keys(client, settings.feast_project))
     client.close()
     print(f"redis        {redact_url(url)}: {keys:,} entity keys of project {settings.feast_project}")

@@ -17,14 +17,10 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from featurestack.redis_server import free_port
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SPARK_SCRIPT = PROJECT_ROOT / "infra" / "local" / "spark-standalone.sh"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def free_cluster_port() -> int:

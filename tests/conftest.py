@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import redis
 
+from featurestack.redis_server import project_keys
 from pipelines.spark import build_spark_session
 
 PLATFORM_DAYS = 3
@@ -28,12 +31,29 @@ def redis_url(tmp_path_factory) -> str:
 
 
 def delete_project_keys(url: str, project: str) -> None:
-    """Remove only the keys of a test's own Feast project (key = entity key bytes + project)."""
+    """Remove only the keys of a test's own Feast project."""
     client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=b"*" + project.encode(), count=10_000))
-    if keys:
-        client.delete(*keys)
+    keys = list(project_keys(client, project))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
     client.close()
+
+
+@contextlib.contextmanager
+def platform_environment(state_dir, project: str, redis_url: str, **extra: str) -> Iterator[None]:
+    """The environment of a platform of its own (state folder, Feast project, Redis, local profile),
+    restored exactly afterwards (the platform code exports settings into os.environ)."""
+    saved_environment = dict(os.environ)
+    os.environ.update(
+        FEATURESTACK_STATE_DIR=str(state_dir), FEATURESTACK_FEAST_PROJECT=project,
+        FEATURESTACK_OFFLINE_PROFILE="local", REDIS_URL=redis_url, **extra,
+    )
+    os.environ.pop("FEATURESTACK_DATA_DIR", None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environment)
 
 
 @pytest.fixture(scope="session")
@@ -43,24 +63,14 @@ def platform(tmp_path_factory, redis_url, spark):
     from featurestack.settings import load_settings
     from pipelines.generator import generate
 
-    saved_environment = dict(os.environ)
     project = f"fs_e2e_{uuid.uuid4().hex[:8]}"
-    os.environ.update(
-        FEATURESTACK_STATE_DIR=str(tmp_path_factory.mktemp("platform")),
-        FEATURESTACK_FEAST_PROJECT=project,
-        FEATURESTACK_OFFLINE_PROFILE="local",
-        REDIS_URL=redis_url,
-    )
-    os.environ.pop("FEATURESTACK_DATA_DIR", None)
-    try:
-        settings = load_settings()
-        generate(settings.landing_dir, settings.start_date, PLATFORM_DAYS, PLATFORM_TRANSACTIONS_PER_DAY, seed=11)
-        outcome = run_platform(settings)
-        yield outcome
-    finally:
-        delete_project_keys(redis_url, project)
-        os.environ.clear()
-        os.environ.update(saved_environment)
+    with platform_environment(tmp_path_factory.mktemp("platform"), project, redis_url):
+        try:
+            settings = load_settings()
+            generate(settings.landing_dir, settings.start_date, PLATFORM_DAYS, PLATFORM_TRANSACTIONS_PER_DAY, seed=11)
+            yield run_platform(settings)
+        finally:
+            delete_project_keys(redis_url, project)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 import urllib.error
@@ -17,23 +16,18 @@ import uvicorn
 
 from catalog.render import export_static
 from catalog.web import CatalogState, create_app
+from featurestack.redis_server import free_port
 from test_catalog_snapshot import build_small_catalog
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         snapshot, settings = build_small_catalog(tmp_path_factory.mktemp("catalog-web"), monkeypatch)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(CatalogState(snapshot)), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -8,7 +8,6 @@ Day 1 is published once for the module; every test corrupts day 2's landing part
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from datetime import timedelta
@@ -21,7 +20,8 @@ import pytest
 import redis
 
 from featurestack import lake
-from tests.conftest import delete_project_keys
+from featurestack.redis_server import project_keys
+from tests.conftest import delete_project_keys, platform_environment
 
 DAYS = 2
 TRANSACTIONS_PER_DAY = 400
@@ -33,7 +33,7 @@ VELOCITY = [TXN, dg.AssetKey(["features", "user_velocity"]), dg.AssetKey(["onlin
 def _snapshot(url: str, project: str) -> dict[bytes, dict[bytes, bytes]]:
     client = redis.Redis.from_url(url)
     try:
-        return {key: client.hgetall(key) for key in client.scan_iter(match=b"*" + project.encode(), count=10_000)}
+        return {key: client.hgetall(key) for key in project_keys(client, project)}
     finally:
         client.close()
 
@@ -44,28 +44,20 @@ def stack(tmp_path_factory, redis_url, spark):
     from featurestack.settings import load_settings
     from pipelines.generator import generate
 
-    saved = dict(os.environ)
     project = f"fs_quar_{uuid.uuid4().hex[:8]}"
-    state = tmp_path_factory.mktemp("quarantine")
-    os.environ.update(
-        FEATURESTACK_STATE_DIR=str(state), FEATURESTACK_FEAST_PROJECT=project, FEATURESTACK_OFFLINE_PROFILE="local",
-        REDIS_URL=redis_url,
-    )
-    os.environ.pop("FEATURESTACK_DATA_DIR", None)
-    try:
-        settings = load_settings()
-        generate(settings.landing_dir, settings.start_date, DAYS, TRANSACTIONS_PER_DAY, seed=21)
-        definitions = build_definitions(settings)
-        instance = dg.DagsterInstance.ephemeral()
-        assert definitions.resolve_job_def(SETUP_JOB).execute_in_process(instance=instance).success
-        day1 = settings.start_date.isoformat()
-        assert definitions.resolve_job_def(DAILY_JOB).execute_in_process(instance=instance, partition_key=day1).success
-        yield {"settings": settings, "definitions": definitions, "instance": instance, "project": project,
-               "url": redis_url, "good": _snapshot(redis_url, project)}
-    finally:
-        delete_project_keys(redis_url, project)
-        os.environ.clear()
-        os.environ.update(saved)
+    with platform_environment(tmp_path_factory.mktemp("quarantine"), project, redis_url):
+        try:
+            settings = load_settings()
+            generate(settings.landing_dir, settings.start_date, DAYS, TRANSACTIONS_PER_DAY, seed=21)
+            definitions = build_definitions(settings)
+            instance = dg.DagsterInstance.ephemeral()
+            assert definitions.resolve_job_def(SETUP_JOB).execute_in_process(instance=instance).success
+            day1 = settings.start_date.isoformat()
+            assert definitions.resolve_job_def(DAILY_JOB).execute_in_process(instance=instance, partition_key=day1).success
+            yield {"settings": settings, "definitions": definitions, "instance": instance, "project": project,
+                   "url": redis_url, "good": _snapshot(redis_url, project)}
+        finally:
+            delete_project_keys(redis_url, project)
 
 
 @pytest.fixture

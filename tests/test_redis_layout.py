@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
+from featurestack.redis_server import project_keys
 from serving.online_writer import latest_per_entity, publish_latest, read_offline_latest
 from serving.redis_layout import (
     ViewLayout,
@@ -49,8 +50,7 @@ VALUES_BY_TYPE = {
 
 
 def _delete_project_keys(client: redis.Redis, project: str) -> None:
-    suffix = project.encode()
-    keys = [k for k in client.scan_iter(match=b"*" + suffix, count=10_000) if k.endswith(suffix)]
+    keys = list(project_keys(client, project))
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start : start + 1000])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 
@@ -12,7 +11,8 @@ import redis
 from featurestack.platform_run import print_summary, run_platform
 from featurestack.settings import load_settings
 from pipelines.generator import generate
-from tests.cluster_support import free_port
+from featurestack.redis_server import free_port
+from tests.conftest import platform_environment
 
 
 def test_a_run_with_a_redis_password_leaks_it_nowhere(tmp_path, capsys, spark):
@@ -21,27 +21,23 @@ def test_a_run_with_a_redis_password_leaks_it_nowhere(tmp_path, capsys, spark):
     subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes", "--save", "",
                     "--appendonly", "no", "--dir", str(tmp_path), "--requirepass", secret], check=True)
     url = f"redis://:{secret}@127.0.0.1:{port}/0"
-    saved_environment = dict(os.environ)
     state = tmp_path / "state"
-    os.environ.update(FEATURESTACK_STATE_DIR=str(state), FEATURESTACK_FEAST_PROJECT="fs_secret", REDIS_URL=url)
-    os.environ.pop("FEATURESTACK_DATA_DIR", None)
     try:
-        settings = load_settings()
-        generate(settings.landing_dir, settings.start_date, 2, 300, seed=3)
-        outcome = run_platform(settings)
-        print_summary(outcome)
-        assert redis.Redis.from_url(url).dbsize() > 0  # the password did reach Redis
+        with platform_environment(state, "fs_secret", url):
+            settings = load_settings()
+            generate(settings.landing_dir, settings.start_date, 2, 300, seed=3)
+            outcome = run_platform(settings)
+            print_summary(outcome)
+            assert redis.Redis.from_url(url).dbsize() > 0  # the password did reach Redis
 
-        output = capsys.readouterr()
-        assert ":***@" in output.out and secret not in output.out + output.err
-        instance = dg.DagsterInstance.get()
-        for run in instance.get_runs():
-            assert secret not in str(run.tags)
-            for entry in instance.all_logs(run.run_id):
-                assert secret not in str(entry), entry
+            output = capsys.readouterr()
+            assert ":***@" in output.out and secret not in output.out + output.err
+            instance = dg.DagsterInstance.get()
+            for run in instance.get_runs():
+                assert secret not in str(run.tags)
+                for entry in instance.all_logs(run.run_id):
+                    assert secret not in str(entry), entry
         leaking = [path for path in state.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
         assert leaking == []
     finally:
-        os.environ.clear()
-        os.environ.update(saved_environment)
         redis.Redis.from_url(url).shutdown(nosave=True)

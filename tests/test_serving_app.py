@@ -22,7 +22,7 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 
-from featurestack.redis_server import _free_port, start_own_redis
+from featurestack.redis_server import free_port, start_own_redis
 from featurestack.settings import PROJECT_ROOT, load_settings
 from serving.app import create_app, online_store_client
 from serving.batching import MicroBatcher, Overloaded
@@ -31,6 +31,7 @@ from serving.online_writer import publish_latest
 from serving.predictor import Predictor
 from serving.redis_layout import ViewLayout
 from serving.runner import NumpyMLP, TorchMLP
+from tests.conftest import delete_project_keys
 from training.model import FraudMLP, model_inputs, save_numpy_weights
 
 USERS = ViewLayout("user_velocity", (("user_id", "int64"),), (("txn_count_1h", "int64"), ("amount_mean_7d", "double")))
@@ -79,14 +80,6 @@ def _write_model(model_dir, project: str) -> dict:
     return manifest
 
 
-def _delete_project_keys(url: str, project: str) -> None:
-    client = redis.Redis.from_url(url)
-    keys = [k for k in client.scan_iter(match=b"*" + project.encode(), count=1000) if k.endswith(project.encode())]
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 @pytest.fixture(scope="module")
 def serving_settings(tmp_path_factory, redis_url):
     project = f"fs_serving_{uuid.uuid4().hex[:10]}"
@@ -97,7 +90,7 @@ def serving_settings(tmp_path_factory, redis_url):
     settings = load_settings()
     yield replace(settings, state_dir=state, redis_url=redis_url, feast_project=project,
                   serving=replace(settings.serving, model_dir="", max_request_rows=50, max_wait_ms=1.0))
-    _delete_project_keys(redis_url, project)
+    delete_project_keys(redis_url, project)
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +284,7 @@ def test_redis_down_or_hanging_is_a_503_and_the_server_recovers(serving_settings
 
 
 def test_the_server_starts_while_redis_is_down_and_becomes_ready_when_it_answers(serving_settings, tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     settings = replace(serving_settings, redis_url=url, serving=replace(serving_settings.serving, redis_timeout_s=0.3))
     with TestClient(create_app(settings)) as test_client:
@@ -310,7 +303,7 @@ def test_the_server_starts_while_redis_is_down_and_becomes_ready_when_it_answers
 
 
 def test_the_online_store_client_does_not_retry_so_errors_surface_within_the_timeout():
-    client = online_store_client(f"redis://127.0.0.1:{_free_port()}/0", 0.3)
+    client = online_store_client(f"redis://127.0.0.1:{free_port()}/0", 0.3)
     assert client.get_retry().get_retries() == 0
     assert client.connection_pool.connection_kwargs["socket_timeout"] == 0.3
     with pytest.raises(redis.ConnectionError):
@@ -331,7 +324,7 @@ def _wait_until(condition, seconds: float = 20.0) -> None:
 
 
 def test_featurestack_serve_answers_predict_on_uvicorn(serving_settings):
-    port = _free_port()
+    port = free_port()
     environment = {**os.environ, "FEATURESTACK_STATE_DIR": str(serving_settings.state_dir), "REDIS_URL": serving_settings.redis_url,
                    "FEATURESTACK_FEAST_PROJECT": serving_settings.feast_project, "FEATURESTACK_SERVING_MAX_WAIT_MS": "1"}
     environment.pop("FEATURESTACK_MODEL_DIR", None)

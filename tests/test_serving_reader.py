@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import redis
 
+from featurestack.redis_server import free_port, project_keys
 from serving.online_reader import OnlineFeatureReader, decode_numeric_column, online_store_client
 from serving.redis_layout import encode_value, layout_from_feature_view
 
@@ -87,7 +88,7 @@ def feast_written(tmp_path_factory, redis_url):
     store.write_to_online_store("shop", shop_df)
     yield store, project
     client = redis.Redis.from_url(redis_url)
-    keys = [key for key in client.scan_iter(match=b"*" + project.encode(), count=1000) if key.endswith(project.encode())]
+    keys = list(project_keys(client, project))
     if keys:
         client.delete(*keys)
     client.close()
@@ -153,9 +154,8 @@ def test_reader_handles_empty_batches_and_unknown_refs(feast_written, redis_url)
 
 def test_reader_fails_fast_when_redis_is_unreachable(feast_written):
     store, project = feast_written
-    from featurestack.redis_server import _free_port
 
-    client = online_store_client(f"redis://127.0.0.1:{_free_port()}/0", timeout_s=0.5)
+    client = online_store_client(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5)
     reader = _reader(store, project, client)
     with pytest.raises(redis.ConnectionError):
         reader.read({"user_id": np.array([1], np.int64), "merchant_id": np.array([10], np.int64)})

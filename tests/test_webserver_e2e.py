@@ -10,8 +10,6 @@ webserver's code server.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +20,8 @@ import dagster as dg
 import pytest
 
 from featurestack.settings import PROJECT_ROOT
-from tests.conftest import delete_project_keys
+from featurestack.redis_server import free_port
+from tests.conftest import delete_project_keys, platform_environment
 
 RUN_TIMEOUT_S = 420
 
@@ -45,12 +44,6 @@ query Checks($path: [String!]!, $name: String!, $partition: String) {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _graphql(port: int, query: str, variables: dict) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
@@ -68,7 +61,6 @@ def webserver(tmp_path_factory, redis_url, spark):
     from featurestack.settings import load_settings
     from pipelines.generator import generate
 
-    saved = dict(os.environ)
     project = f"fs_web_{uuid.uuid4().hex[:8]}"
     state = tmp_path_factory.mktemp("webserver")
     home = state / "dagster"
@@ -77,44 +69,38 @@ def webserver(tmp_path_factory, redis_url, spark):
         "run_coordinator:\n  module: dagster._core.run_coordinator\n  class: DefaultRunCoordinator\n"
         "telemetry:\n  enabled: false\n"
     )
-    os.environ.update(
-        FEATURESTACK_STATE_DIR=str(state), FEATURESTACK_FEAST_PROJECT=project, FEATURESTACK_OFFLINE_PROFILE="local",
-        REDIS_URL=redis_url, DAGSTER_HOME=str(home), SPARK_MASTER="local[2]", SPARK_SHUFFLE_PARTITIONS="2",
-        PYSPARK_PYTHON=sys.executable,
-    )
-    os.environ.pop("FEATURESTACK_DATA_DIR", None)
     process = None
-    try:
-        settings = load_settings()
-        generate(settings.landing_dir, settings.start_date, 1, 300, seed=5)
-        # The dimension tables and the Feast registry, in-process (this session's Spark) on the same instance.
-        instance = dg.DagsterInstance.get()
-        assert build_definitions(settings).resolve_job_def(SETUP_JOB).execute_in_process(instance=instance).success
-        port = _free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dagster_webserver", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-            cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"dagster-webserver did not come up: {process.stderr.read() if process.poll() is not None else 'timeout'}")
-                time.sleep(1)
-        yield {"port": port, "settings": settings}
-    finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        delete_project_keys(redis_url, project)
-        os.environ.clear()
-        os.environ.update(saved)
+    with platform_environment(state, project, redis_url, DAGSTER_HOME=str(home), SPARK_MASTER="local[2]",
+                              SPARK_SHUFFLE_PARTITIONS="2", PYSPARK_PYTHON=sys.executable):
+        try:
+            settings = load_settings()
+            generate(settings.landing_dir, settings.start_date, 1, 300, seed=5)
+            # The dimension tables and the Feast registry, in-process (this session's Spark) on the same instance.
+            instance = dg.DagsterInstance.get()
+            assert build_definitions(settings).resolve_job_def(SETUP_JOB).execute_in_process(instance=instance).success
+            port = free_port()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "dagster_webserver", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+                cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
+                        break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"dagster-webserver did not come up: {process.stderr.read() if process.poll() is not None else 'timeout'}")
+                    time.sleep(1)
+            yield {"port": port, "settings": settings}
+        finally:
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            delete_project_keys(redis_url, project)
 
 
 def _failures(run_id: str) -> list[str]:
