@@ -1,8 +1,9 @@
 """Publish the latest feature values per entity into Redis, in exactly Feast's online layout.
 
-Same bytes and same rules as Feast's RedisOnlineStore.online_write_batch, about two orders of magnitude
-faster: values are encoded column-wise with numpy (serving.redis_layout) and each batch's HMGET/HSET
-commands are built as one RESP buffer, so there is no Python work per value and little per entity.
+Same hashes and same rules as Feast's RedisOnlineStore.online_write_batch, an order of magnitude
+faster: values are encoded column-wise with numpy (serving.redis_layout), each batch's commands are
+built by compiled code (serving.resp_bulk) as one RESP buffer and streamed on one connection, so there is
+no Python work per value and little per entity, and Redis never waits for Python.
 
 Feast's monotonic rule, mirrored here: a row is written only when no event timestamp is stored for the
 entity yet, or its event timestamp is strictly newer than the stored one (equal -> skipped).
@@ -11,15 +12,18 @@ entity yet, or its event timestamp is strictly newer than the stored one (equal 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import hiredis
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 
-from serving.resp import send_packed
+from serving.resp import StreamingConnection, raise_errors
 from serving.redis_layout import (
     Ragged,
     ViewLayout,
@@ -87,56 +91,178 @@ def read_offline_latest(
         connection.close()
 
 
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
+def _one_row_per_entity(table: pa.Table, join_keys: list[str]) -> bool:
+    """Cheap check for the common input (already the latest per entity): one int/str join key, all distinct."""
+    return len(join_keys) == 1 and pc.count_distinct(table.column(join_keys[0])).as_py() == table.num_rows
 
 
-def _bulk_rows(values: Ragged) -> list[Ragged | bytes]:
-    """RESP bulk strings of each row: $<len>\r\n<bytes>\r\n."""
-    return [b"$", _decimal_rows(values.lengths), b"\r\n", values, b"\r\n"]
+@dataclass
+class _Batch:
+    """One batch of rows, encoded: Redis keys, and the hash's values (features, then `_ts`) per row."""
+
+    keys: Ragged
+    values: list[Ragged]
+    nanos: np.ndarray  # event timestamps, microsecond precision as Feast stores them
 
 
-def _decimal_rows(numbers: np.ndarray) -> Ragged:
-    """ASCII decimal of each non-negative int."""
-    numbers = numbers.astype(np.int64)
-    digits = 1 + sum((numbers >= 10**k).astype(np.int64) for k in range(1, 19))
-    width = int(digits.max(initial=1))
-    matrix = np.empty((len(numbers), width), dtype=np.uint8)
-    for position in range(width):  # position 0 = most significant digit of the widest number
-        power = np.int64(10) ** np.maximum(digits - 1 - position, 0)
-        matrix[:, position] = ord("0") + (numbers // power) % 10
-    return Ragged.from_rows(matrix, digits)
+def _encode_batch(batch: pa.Table, project: bytes, layout: ViewLayout, timestamp_column: str) -> _Batch:
+    keys = concat_rows([encode_entity_key_column(batch, layout.join_keys), project], batch.num_rows)
+    nanos = epoch_nanos(batch.column(timestamp_column)) // 1000 * 1000
+    values = [encode_value_column(batch.column(feature), value_type) for feature, value_type in layout.features]
+    return _Batch(keys, values + [encode_timestamp_column(nanos)], nanos)
 
 
-def _commands(name: bytes, keys: Ragged, args: list[Ragged | bytes]) -> bytes:
-    """One RESP command per row: NAME key args... (a bytes arg is the same in every row)."""
-    parts: list[Ragged | bytes] = [b"*%d\r\n" % (2 + len(args)) + _bulk(name)]
-    parts += _bulk_rows(keys)
-    for arg in args:
-        parts += [_bulk(arg)] if isinstance(arg, bytes) else _bulk_rows(arg)
-    return concat_rows(parts, len(keys)).to_bytes()
+def _stored_nanos(replies: list) -> np.ndarray:
+    raise_errors(replies, "timestamp reads")
+    return np.array([decode_timestamp(reply) if reply else 0 for reply in replies], dtype=np.int64)
 
 
-def _is_plain_redis(client) -> bool:
-    # The raw-socket fast path needs one connection pool to one server; a RedisCluster (or any other
-    # client) gets the standard, slot-routing pipeline with the same commands.
-    return isinstance(client, redis.Redis)
+def _rows_to_write(stored: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Feast's monotonic rule: write when nothing is stored yet or the new timestamp is strictly newer."""
+    return np.flatnonzero((stored == 0) | (new > stored))
 
 
-def _send_rows(client, name: bytes, keys: Ragged, args: list[Ragged | bytes]) -> list:
-    """`name key args...` for every row of `keys`: pre-encoded RESP on a plain client, else a
-    non-transactional pipeline (a cluster pipeline splits it by hash slot)."""
-    if _is_plain_redis(client):
-        return send_packed(client, _commands(name, keys, args), len(keys))
-    columns = [arg.to_list() if isinstance(arg, Ragged) else [arg] * len(keys) for arg in args]
-    pipe = client.pipeline(transaction=False)
-    for key, *row in zip(keys.to_list(), *columns):
-        pipe.execute_command(name.decode(), key, *row)
-    replies = pipe.execute(raise_on_error=False)
-    errors = [reply for reply in replies if isinstance(reply, Exception)]
-    if errors:
-        raise redis.ResponseError(f"{len(errors)} of {len(keys)} commands failed, first: {errors[0]}")
-    return replies
+# RESTORE error replies that mean "write this key with HSET instead": the key exists (another view's
+# fields), or this server/user cannot RESTORE (ACL, a Redis older than 7.0, a renamed command).
+_KEY_EXISTS = "BUSYKEY"
+_RESTORE_UNAVAILABLE = ("NOPERM", "ERR unknown command", "ERR Bad data format", "ERR DUMP payload")
+
+
+class _PipelinedPublisher:
+    """Publishes batches over one streaming connection, keeping Redis busy while Python encodes:
+    the timestamp probe of batch k+1 is sent before batch k's writes, and replies are read one batch
+    behind. New keys are RESTOREd from a ready-made hash (serving.resp_bulk), existing ones get HSET."""
+
+    def __init__(self, connection: StreamingConnection, layout: ViewLayout, key_ttl_seconds: int | None):
+        from serving import resp_bulk  # numba: compiled code, costly to import
+
+        self._bulk = resp_bulk
+        self._connection = connection
+        names = layout.feature_fields() + [layout.ts_field]
+        self._fields = Ragged(np.frombuffer(b"".join(names), np.uint8), np.cumsum([0] + [len(n) for n in names]))
+        self._expire = int(key_ttl_seconds or 0)
+        self._restore = not any(resp_bulk.looks_like_integer(self._fields.data, a, b)
+                                for a, b in zip(self._fields.offsets[:-1], self._fields.offsets[1:]))
+        self._pending: deque[tuple[str, int, _Batch | None, np.ndarray | None]] = deque()
+        self.written = 0
+
+    def _send(self, mode: int, batch: _Batch, rows: np.ndarray) -> np.ndarray:
+        """Send `mode` commands for `rows` of `batch`; returns the rows RESTORE left to HSET."""
+        values = batch.values
+        bases = np.cumsum([0] + [len(v.data) for v in values[:-1]])
+        value_offsets = np.stack([v.offsets + base for v, base in zip(values, bases)])
+        value_data = np.concatenate([v.data for v in values])
+        key_lengths = batch.keys.lengths[rows]
+        bound = int(2 * key_lengths.sum() + value_offsets[:, rows + 1].sum() - value_offsets[:, rows].sum()) \
+            + len(rows) * (96 + 48 * len(values) + 2 * len(self._fields.data))
+        out = np.empty(bound, dtype=np.uint8)
+        fallback = np.zeros(len(batch.keys), dtype=bool)
+        used = self._bulk.build_commands(
+            mode, rows, batch.keys.data, batch.keys.offsets, self._fields.data, self._fields.offsets,
+            value_data, value_offsets, self._expire, self._bulk.CRC64_TABLE, out, fallback,
+        )
+        skipped = np.flatnonzero(fallback)
+        sent = rows if len(skipped) == 0 else np.setdiff1d(rows, skipped)
+        if len(sent):
+            self._connection.send(memoryview(out)[:used])
+            per_row = 2 if mode == self._bulk.HSET and self._expire else 1
+            self._pending.append(({self._bulk.PROBE: "probe", self._bulk.HSET: "hset", self._bulk.RESTORE: "restore"}[mode],
+                                  len(sent) * per_row, batch, sent))
+        return skipped
+
+    def probe(self, batch: _Batch) -> None:
+        self._send(self._bulk.PROBE, batch, np.arange(len(batch.keys)))
+
+    def write(self, batch: _Batch, rows: np.ndarray, stored: np.ndarray) -> None:
+        new_keys = rows[stored[rows] == 0]
+        existing = rows[stored[rows] != 0]
+        if self._restore and len(new_keys):
+            existing = np.concatenate([existing, self._send(self._bulk.RESTORE, batch, new_keys)])
+        else:
+            existing = np.concatenate([existing, new_keys])
+        if len(existing):
+            self._send(self._bulk.HSET, batch, np.sort(existing))
+
+    def next_probe(self) -> list:
+        """Read replies up to and including the next probe's; handle the writes' replies before it."""
+        while True:
+            kind, count, batch, rows = self._pending.popleft()
+            replies = self._connection.read(count)
+            if kind == "probe":
+                return replies
+            self._settle(kind, replies, batch, rows)
+
+    def finish(self) -> None:
+        while self._pending:
+            kind, count, batch, rows = self._pending.popleft()
+            self._settle(kind, self._connection.read(count), batch, rows)
+
+    def _settle(self, kind: str, replies: list, batch: _Batch, rows: np.ndarray) -> None:
+        if kind == "hset":
+            raise_errors(replies, "HSET/EXPIRE commands")
+            self.written += len(rows)
+            return
+        retry = []
+        for row, reply in zip(rows, replies):
+            if not isinstance(reply, hiredis.ReplyError):
+                continue
+            message = str(reply)
+            if message.startswith(_RESTORE_UNAVAILABLE):
+                self._restore = False
+            elif not message.startswith(_KEY_EXISTS):
+                raise redis.ResponseError(f"RESTORE of a new key failed: {message}")
+            retry.append(row)
+        self.written += len(rows) - len(retry)
+        if retry:
+            self._send(self._bulk.HSET, batch, np.array(retry, dtype=np.int64))
+
+
+def _publish_pipelined(client: redis.Redis, project: bytes, layout: ViewLayout, latest: pa.Table, batch_size: int,
+                       key_ttl_seconds: int | None, timestamp_column: str) -> int:
+    starts = range(0, latest.num_rows, batch_size)
+    if not starts:
+        return 0
+    with StreamingConnection(client) as connection:
+        publisher = _PipelinedPublisher(connection, layout, key_ttl_seconds)
+        batch = _encode_batch(latest.slice(0, batch_size), project, layout, timestamp_column)
+        publisher.probe(batch)
+        for start in starts:
+            stored = _stored_nanos(publisher.next_probe())
+            following = None
+            if start + batch_size < latest.num_rows:
+                following = _encode_batch(latest.slice(start + batch_size, batch_size), project, layout, timestamp_column)
+                publisher.probe(following)
+            publisher.write(batch, _rows_to_write(stored, batch.nanos), stored)
+            batch = following
+        publisher.finish()
+    return publisher.written
+
+
+def _publish_routed(client, project: bytes, layout: ViewLayout, latest: pa.Table, batch_size: int,
+                    key_ttl_seconds: int | None, timestamp_column: str) -> int:
+    """A RedisCluster (or any non-plain client): redis-py's pipeline routes each command by hash slot."""
+    fields = layout.feature_fields() + [layout.ts_field]
+    written = 0
+    for start in range(0, latest.num_rows, batch_size):
+        batch = _encode_batch(latest.slice(start, batch_size), project, layout, timestamp_column)
+        keys = batch.keys.to_list()
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, layout.ts_field)
+        stored = np.array([decode_timestamp(reply) if reply else 0 for reply in pipe.execute()], dtype=np.int64)
+        rows = _rows_to_write(stored, batch.nanos)
+        columns = [values.to_list() for values in batch.values]
+        pipe = client.pipeline(transaction=False)
+        for row in rows:
+            pipe.hset(keys[row], items=[item for field, column in zip(fields, columns) for item in (field, column[row])])
+            if key_ttl_seconds:
+                pipe.expire(keys[row], key_ttl_seconds)
+        replies = pipe.execute(raise_on_error=False)
+        errors = [reply for reply in replies if isinstance(reply, Exception)]
+        if errors:
+            raise redis.ResponseError(f"{len(errors)} of {len(replies)} HSET/EXPIRE commands failed, first: {errors[0]}")
+        written += len(rows)
+    return written
 
 
 def publish_latest(
@@ -144,7 +270,7 @@ def publish_latest(
     project: str,
     layout: ViewLayout,
     table: pa.Table,
-    batch_size: int = 10_000,
+    batch_size: int = 20_000,
     key_ttl_seconds: int | None = None,
     timestamp_column: str = "event_timestamp",
 ) -> PublishResult:
@@ -156,37 +282,9 @@ def publish_latest(
     missing = [c for c in join_key_names + [f for f, _ in layout.features] + [timestamp_column] if c not in table.column_names]
     if missing:
         raise ValueError(f"view {layout.name}: input table lacks column(s) {missing}")
-    latest = latest_per_entity(table, join_key_names, timestamp_column)
-    ts_field = layout.ts_field
-    feature_fields = layout.feature_fields()
-    written = 0
-    for start in range(0, latest.num_rows, batch_size):
-        batch = latest.slice(start, batch_size)
-        keys = concat_rows([encode_entity_key_column(batch, layout.join_keys), project.encode()], batch.num_rows)
-        stored = _send_rows(client, b"HMGET", keys, [ts_field])
-        stored_nanos = np.array([decode_timestamp(reply[0]) for reply in stored], dtype=np.int64)
-        new_nanos = epoch_nanos(batch.column(timestamp_column)) // 1000 * 1000  # Feast keeps microseconds
-        rows = np.flatnonzero((stored_nanos == 0) | (new_nanos > stored_nanos))
-        if len(rows) == 0:
-            continue
-        if len(rows) < batch.num_rows:
-            batch, keys, new_nanos = batch.take(rows), keys.take(rows), new_nanos[rows]
-        hset_args: list[Ragged | bytes] = []
-        for field, (feature, value_type) in zip(feature_fields, layout.features):
-            hset_args += [field, encode_value_column(batch.column(feature), value_type)]
-        hset_args += [ts_field, encode_timestamp_column(new_nanos)]
-        if _is_plain_redis(client):
-            commands = _commands(b"HSET", keys, hset_args)
-            replies = len(rows)
-            if key_ttl_seconds:
-                commands += _commands(b"EXPIRE", keys, [b"%d" % key_ttl_seconds])
-                replies *= 2
-            send_packed(client, commands, replies)
-        else:
-            _send_rows(client, b"HSET", keys, hset_args)
-            if key_ttl_seconds:
-                _send_rows(client, b"EXPIRE", keys, [b"%d" % key_ttl_seconds])
-        written += len(rows)
+    latest = table if _one_row_per_entity(table, join_key_names) else latest_per_entity(table, join_key_names, timestamp_column)
+    publish = _publish_pipelined if isinstance(client, redis.Redis) else _publish_routed
+    written = publish(client, project.encode(), layout, latest, batch_size, key_ttl_seconds, timestamp_column)
     return PublishResult(
         entities=latest.num_rows,
         written=written,

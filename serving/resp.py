@@ -1,6 +1,6 @@
-"""One-buffer pipelines: many pre-encoded RESP commands sent in one write, their replies parsed by
-one hiredis reader straight off the socket (redis-py's per-reply read_response costs more than the
-rest of a bulk read or write). Plain `redis.Redis` clients only: a cluster client needs slot routing."""
+"""Pre-encoded RESP on one pooled connection, replies parsed by one hiredis reader straight off the
+socket (redis-py's per-reply read_response costs more than the rest of a bulk read or write).
+Plain `redis.Redis` clients only: a cluster client needs slot routing."""
 
 from __future__ import annotations
 
@@ -8,34 +8,61 @@ import hiredis
 import redis
 
 
-def send_packed(client: redis.Redis, packed: bytes, count: int) -> list:
-    """Send `count` commands packed in `packed`; return their replies (a ResponseError if any failed).
+class StreamingConnection:
+    """A pooled connection used as a stream: `send` buffers of commands without waiting, `read` their
+    replies in order later, so Redis works through one batch while the caller encodes the next.
+
     A pooled connection has no pending input, so the socket holds exactly our replies; on any failure
     the connection is dropped rather than returned to the pool with unread replies."""
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    try:
-        connection.send_packed_command([packed], check_health=False)
-        reader = hiredis.Reader()
+
+    def __init__(self, client: redis.Redis):
+        self._pool = client.connection_pool
+        self._connection = None
+        self._reader = hiredis.Reader()
+
+    def __enter__(self) -> StreamingConnection:
+        self._connection = self._pool.get_connection()
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None:
+            self._connection.disconnect()  # half-read replies must never reach the next user
+        self._pool.release(self._connection)
+
+    def send(self, packed) -> None:
+        """Send pre-encoded commands (bytes or any contiguous buffer)."""
+        self._connection.send_packed_command([packed], check_health=False)
+
+    def read(self, count: int) -> list:
+        """The next `count` replies; error replies are returned as hiredis.ReplyError, not raised."""
         replies: list = []
         while len(replies) < count:
+            reply = self._reader.gets()
+            if reply is not False:
+                replies.append(reply)
+                continue
             try:
-                chunk = connection._sock.recv(1 << 20)
+                chunk = self._connection._sock.recv(1 << 20)
             except TimeoutError as error:
                 raise redis.TimeoutError(f"Redis did not answer within the socket timeout: {error}") from error
             except OSError as error:
                 raise redis.ConnectionError(f"Redis connection failed while reading: {error}") from error
             if not chunk:
                 raise redis.ConnectionError("Redis closed the connection while replies were pending")
-            reader.feed(chunk)
-            while (reply := reader.gets()) is not False:
-                replies.append(reply)
-        errors = [reply for reply in replies if isinstance(reply, hiredis.ReplyError)]
-        if errors:
-            raise redis.ResponseError(f"{len(errors)} of {count} commands failed, first: {errors[0]}")
+            self._reader.feed(chunk)
         return replies
-    except BaseException:
-        connection.disconnect()  # half-read replies must never reach the next user of the connection
-        raise
-    finally:
-        pool.release(connection)
+
+
+def raise_errors(replies: list, what: str) -> None:
+    errors = [reply for reply in replies if isinstance(reply, hiredis.ReplyError)]
+    if errors:
+        raise redis.ResponseError(f"{len(errors)} of {len(replies)} {what} failed, first: {errors[0]}")
+
+
+def send_packed(client: redis.Redis, packed: bytes, count: int) -> list:
+    """Send `count` commands packed in `packed`; return their replies (a ResponseError if any failed)."""
+    with StreamingConnection(client) as connection:
+        connection.send(packed)
+        replies = connection.read(count)
+    raise_errors(replies, "commands")
+    return replies

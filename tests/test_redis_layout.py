@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -348,3 +349,74 @@ def test_read_offline_latest_over_partitions(tmp_path):
     assert first_two_days.column("top_merchant").to_pylist() == ["d2", "d1", "d2-b"]
     with pytest.raises(FileNotFoundError, match="2026-12-31"):
         read_offline_latest(tmp_path, ["user_id"], dates=["2026-12-31"])
+
+
+# --- the two write paths: RESTORE of a new key, HSET of an existing one --------------------------
+
+ALL_TYPES = ViewLayout("all_types", (("user_id", "int64"),), tuple((f"f_{t}", t) for t in VALUES_BY_TYPE))
+ARROW_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "float": pa.float32(),
+               "string": pa.string(), "bool": pa.bool_()}
+# A float whose serialized Value is b"5" + b"1234": a string Redis would store as an integer, so that
+# row cannot be RESTOREd as a plain listpack and must take the HSET path.
+INTEGER_LOOKING_FLOAT = struct.unpack("<f", b"1234")[0]
+
+
+def _all_types_rows(count: int) -> pa.Table:
+    columns = {"user_id": pa.array(range(1, count + 1), pa.int64()),
+               "event_timestamp": pa.array([NOW - timedelta(seconds=i) for i in range(count)], pa.timestamp("us", tz="UTC"))}
+    for value_type, values in VALUES_BY_TYPE.items():
+        values = values + [INTEGER_LOOKING_FLOAT] if value_type == "float" else values
+        columns[f"f_{value_type}"] = pa.array([values[i % len(values)] for i in range(count)], ARROW_TYPES[value_type])
+    return pa.table(columns)
+
+
+def _restore_calls(client) -> int:
+    return client.info("commandstats").get("cmdstat_restore", {}).get("calls", 0)
+
+
+def test_new_and_existing_keys_end_up_with_the_same_hash(client):
+    """New keys are RESTOREd from a hash built by us; keys that exist (here: holding another view's
+    field) are written with HSET. Both must leave exactly what Feast's HSET leaves, for every value type
+    (nulls, NaN, 20 kB strings, a value that looks like an integer), across many pipelined batches."""
+    rows = _all_types_rows(60)
+    fresh, shared = f"fs_test_{uuid.uuid4().hex[:12]}", f"fs_test_{uuid.uuid4().hex[:12]}"
+    other_field = timestamp_field("another_view")
+    try:
+        for user_id in range(1, 61):
+            client.hset(_key(shared, user_id), other_field, b"x")
+        restores_before = _restore_calls(client)
+        for project in (fresh, shared):
+            result = publish_latest(client, project, ALL_TYPES, rows, batch_size=7, key_ttl_seconds=900)
+            assert (result.written, result.skipped_not_newer) == (60, 0)
+        assert _restore_calls(client) - restores_before >= 50  # the fresh keys really took the RESTORE path
+        for user_id in range(1, 61):
+            restored, updated = client.hgetall(_key(fresh, user_id)), client.hgetall(_key(shared, user_id))
+            assert updated.pop(other_field) == b"x"
+            assert restored == updated
+            assert decode_timestamp(restored[timestamp_field("all_types")]) == epoch_nanos(rows.column("event_timestamp"))[user_id - 1]
+            assert 0 < client.ttl(_key(fresh, user_id)) <= 900
+        assert client.object("encoding", _key(fresh, 1)) == client.object("encoding", _key(shared, 1))
+        expected = {name: [encode_value(v, t) for v in rows.column(name).to_pylist()] for name, t in ALL_TYPES.features}
+        for name, value_type in ALL_TYPES.features:
+            stored = [client.hget(_key(fresh, user_id), feature_field("all_types", name)) for user_id in range(1, 61)]
+            assert stored == expected[name], name
+    finally:
+        _delete_project_keys(client, fresh)
+        _delete_project_keys(client, shared)
+
+
+def test_a_user_without_restore_still_publishes(client, project):
+    """An ACL user that may not RESTORE (or a Redis that cannot) gets the same hashes through HSET."""
+    user, password = f"fs_test_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    client.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all", "-restore"])
+    try:
+        limited = redis.Redis.from_url(REDIS_URL, username=user, password=password)
+        result = publish_latest(limited, project, ALL_TYPES, _all_types_rows(25), batch_size=10)
+        limited.close()
+        assert result.written == 25
+        reference = f"fs_test_{uuid.uuid4().hex[:12]}"
+        publish_latest(client, reference, ALL_TYPES, _all_types_rows(25))
+        assert [client.hgetall(_key(project, u)) for u in range(1, 26)] == [client.hgetall(_key(reference, u)) for u in range(1, 26)]
+        _delete_project_keys(client, reference)
+    finally:
+        client.acl_deluser(user)
