@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
-import pyarrow as pa
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from serving.resp import send_packed
-from serving.redis_layout import Ragged, ViewLayout, concat_rows, encode_entity_key_column, feature_field, serialize_entity_key
+from serving.resp import StreamingConnection
+from serving.resp_bulk import DOUBLE, FLOAT, VARINT, decode_numeric_values, parse_hmget_replies
+from serving.redis_layout import ViewLayout, feature_field, serialize_entity_key
 
 _MAX_VALUE_BYTES = 11  # tag + up to a 10-byte varint (or 8 bytes of a double)
-_SMALL_BATCH = 16
+_CELL_BYTES = 16  # room per value: a numeric Value, or a Timestamp (at most 12 bytes)
 
 
 def online_store_client(url: str, timeout_s: float) -> redis.Redis:
@@ -73,34 +73,23 @@ def _padded(values: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
     return matrix, lengths
 
 
+_KINDS = {"int64": VARINT, "int32": VARINT, "bool": VARINT, "double": DOUBLE, "float": FLOAT}
+
+
+def _decode(cells: np.ndarray, lengths: np.ndarray, value_types: Sequence[str]) -> np.ndarray:
+    """The first len(value_types) fields of cells [entities, fields, bytes] -> float64 [entities, len(value_types)]."""
+    out = np.empty((len(cells), len(value_types)), dtype=np.float64)
+    kinds = np.array([_KINDS[value_type] for value_type in value_types], dtype=np.int64)
+    field = decode_numeric_values(cells, lengths, kinds, out)
+    if field >= 0:
+        raise ValueError(f"a value of {int(lengths[:, field].max())} bytes where a {value_types[field]} feature was expected")
+    return out
+
+
 def decode_numeric_column(values: Sequence[bytes | None], value_type: str) -> np.ndarray:
-    """Serialized feast Values of one numeric type -> float64 (NaN for empty/null), vectorized."""
+    """Serialized feast Values of one numeric type -> float64 (NaN for empty/null)."""
     matrix, lengths = _padded(values)
-    return _decode_numeric(matrix, lengths, value_type)
-
-
-def _decode_numeric(matrix: np.ndarray, lengths: np.ndarray, value_type: str) -> np.ndarray:
-    """Rows of a padded value matrix (see _padded) of one numeric type -> float64, NaN for null."""
-    if (lengths > _MAX_VALUE_BYTES).any():
-        raise ValueError(f"a value of {int(lengths.max())} bytes where a {value_type} feature was expected")
-    matrix = matrix[:, :_MAX_VALUE_BYTES]
-    if value_type == "double":
-        decoded = np.ascontiguousarray(matrix[:, 1:9]).view("<f8").ravel().astype(np.float64)
-    elif value_type == "float":
-        decoded = np.ascontiguousarray(matrix[:, 1:5]).view("<f4").ravel().astype(np.float64)
-    elif value_type in ("int64", "int32", "bool"):
-        payload = matrix[:, 1:].astype(np.uint64)
-        # Byte k belongs to the varint while every earlier byte had its continuation bit set.
-        continues = np.concatenate([np.ones((len(matrix), 1), dtype=bool), payload[:, :-1] >= 0x80], axis=1)
-        included = np.logical_and.accumulate(continues, axis=1)
-        shifts = (np.arange(payload.shape[1], dtype=np.uint64) * np.uint64(7))
-        raw = np.bitwise_or.reduce(((payload & np.uint64(0x7F)) << shifts) * included, axis=1)
-        decoded = raw.view(np.int64).astype(np.float64)
-    else:
-        raise ValueError(f"feature type {value_type!r} cannot be read as a number")
-    # Empty values are nulls; a null_val message (tag 19 << 3) is one too.
-    decoded[(lengths == 0) | (matrix[:, 0] == 0x98)] = np.nan
-    return decoded
+    return _decode(matrix[:, None, :], lengths[:, None], [value_type])[:, 0]
 
 
 def _resp_header(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
@@ -110,12 +99,52 @@ def _resp_header(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
     return head, b"\r\n" + tail
 
 
+@dataclass(frozen=True)
+class _NumericKeyTemplate:
+    """The HMGET command of a view whose join keys are all numeric, for a key of zeros: every entity's
+    command is this one with its key values written in at fixed byte offsets (no per-row encoding)."""
+
+    command: np.ndarray  # uint8
+    slots: tuple[tuple[str, int, str], ...]  # (join key, byte offset in the command, little-endian dtype)
+    key_span: tuple[int, int]  # where the Redis key lies in the command
+
+
+def _numeric_key_template(layout: ViewLayout, suffix: bytes, head: bytes, tail: bytes) -> _NumericKeyTemplate | None:
+    types = dict(layout.join_keys)
+    if "string" in types.values():
+        return None
+    names = sorted(types)  # Feast's v3 key: count, every (type, length, name), every (type, length, value)
+    key = serialize_entity_key({name: 0 for name in names}, types) + suffix
+    prefix = head + b"$%d\r\n" % len(key)
+    offset = len(prefix) + 4 + sum(8 + len(name.encode()) for name in names)
+    slots = []
+    for name in names:
+        dtype = "<i8" if types[name] == "int64" else "<i4"
+        slots.append((name, offset + 8, dtype))
+        offset += 8 + np.dtype(dtype).itemsize
+    command = np.frombuffer(prefix + key + tail, dtype=np.uint8)
+    return _NumericKeyTemplate(command, tuple(slots), (len(prefix), len(prefix) + len(key)))
+
+
+def _numeric_column(entities: Mapping[str, Sequence], name: str, dtype: str) -> np.ndarray:
+    values = np.asarray(entities[name])
+    if values.dtype.kind not in "iu":
+        if any(value is None for value in values.tolist()):
+            raise ValueError(f"join key {name!r} is null")
+        values = values.astype(np.int64)
+    info = np.iinfo(dtype)
+    if len(values) and (values.min() < info.min or values.max() > info.max):
+        raise ValueError(f"join key {name!r} has a value out of range for {np.dtype(dtype).name}")
+    return values
+
+
 class OnlineFeatureReader:
     """Reads `feature_refs` ("view:feature") of the given views for batches of entities.
 
-    One round trip per batch: the HMGET commands of every view are packed into one RESP buffer with
-    numpy (no per-command redis-py work), sent on one pooled connection, and the replies decoded
-    column-wise. A Redis that does not answer raises redis.TimeoutError/ConnectionError after the
+    One round trip per batch: the HMGET commands of every view (one per distinct entity) are packed into
+    one RESP buffer (for numeric join keys by stamping the key values into a command template), sent on
+    one pooled connection, and each view's replies are decoded column-wise while Redis still works on
+    the next view's. A Redis that does not answer raises redis.TimeoutError/ConnectionError after the
     client's socket timeout; the connection is then dropped, so the next call reconnects."""
 
     def __init__(self, client: redis.Redis, project: str, layouts: Sequence[ViewLayout], feature_refs: Sequence[str]):
@@ -126,7 +155,7 @@ class OnlineFeatureReader:
         unknown = [ref for ref in self.feature_refs if ref.split(":", 1)[0] not in by_name]
         if unknown:
             raise ValueError(f"no layout for the view of {unknown}")
-        self._plan: list[tuple[ViewLayout, list[tuple[int, str]], bytes, bytes]] = []
+        self._plan: list[tuple[ViewLayout, list[tuple[int, str]], bytes, bytes, _NumericKeyTemplate | None]] = []
         self._fields: list[list[bytes]] = []
         for view_name in dict.fromkeys(ref.split(":", 1)[0] for ref in self.feature_refs):
             layout = by_name[view_name]
@@ -138,36 +167,48 @@ class OnlineFeatureReader:
                 if view == view_name:
                     if feature not in types:
                         raise ValueError(f"feature {ref!r} is not in view {view_name!r}")
+                    if types[feature] not in _KINDS:
+                        raise ValueError(f"feature {ref!r} is a {types[feature]}: this reader returns numbers")
                     columns.append((position, types[feature]))
                     fields.append(feature_field(view_name, feature))
             head, tail = _resp_header([*fields, layout.ts_field])
-            self._plan.append((layout, columns, head, tail))
+            self._plan.append((layout, columns, head, tail, _numeric_key_template(layout, self._suffix, head, tail)))
             self._fields.append([*fields, layout.ts_field])
         self.views = [layout.name for layout, *_ in self._plan]
         self.join_keys = sorted({key for layout, *_ in self._plan for key, _ in layout.join_keys})
 
-    def _keys(self, layout: ViewLayout, entities: Mapping[str, Sequence], rows: int) -> Ragged | list[bytes]:
-        """Redis keys (entity key v3 + project) of every row, for one view."""
+    def _distinct_keys(self, layout: ViewLayout, template: _NumericKeyTemplate | None, entities: Mapping[str, Sequence],
+                       rows: int, head: bytes, tail: bytes) -> tuple[bytes | list[bytes], int, np.ndarray]:
+        """(HMGET commands of the view's distinct entities, or their keys for a cluster client; how many;
+        row -> distinct entity index). A batch of candidates often repeats an entity: it is read once."""
         missing = [name for name, _ in layout.join_keys if name not in entities]
         if missing:
             raise KeyError(f"entity rows lack the join key(s) {missing} of view {layout.name!r}")
-        if rows <= _SMALL_BATCH:  # a few rows: the scalar encoder beats building arrow columns
-            types = dict(layout.join_keys)
-            columns = {name: np.asarray(entities[name]).tolist() for name in types}
-            return [serialize_entity_key({name: columns[name][row] for name in types}, types) + self._suffix for row in range(rows)]
-        table = pa.table({name: pa.array(np.asarray(entities[name])) for name, _ in layout.join_keys})
-        return concat_rows([encode_entity_key_column(table, layout.join_keys), self._suffix], rows)
-
-    @staticmethod
-    def _commands(keys: Ragged | list[bytes], head: bytes, tail: bytes) -> bytes:
-        """RESP of HMGET <key> <fields...> for every key, in one buffer."""
-        if isinstance(keys, Ragged):
-            lengths = keys.lengths
-            if len(lengths) and (lengths == lengths[0]).all():  # fixed-width keys (numeric join keys): vectorized
-                return concat_rows([head + b"$%d\r\n" % lengths[0], keys, tail], len(lengths)).to_bytes()
-            keys = keys.to_list()
-        return b"".join(b"%s$%d\r\n%s%s" % (head, len(key), key, tail) for key in keys)
-
+        if template is not None:
+            columns = [_numeric_column(entities, name, dtype) for name, _, dtype in template.slots]
+            if len(columns) == 1:
+                distinct, inverse = np.unique(columns[0], return_inverse=True)
+                distinct = distinct[:, None]
+            else:
+                distinct, inverse = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
+            commands = np.tile(template.command, (len(distinct), 1))
+            for index, (_, offset, dtype) in enumerate(template.slots):
+                width = np.dtype(dtype).itemsize
+                commands[:, offset : offset + width] = distinct[:, index].astype(dtype).view(np.uint8).reshape(-1, width)
+            if isinstance(self._client, redis.Redis):
+                return commands.tobytes(), len(distinct), inverse.ravel()
+            start, end = template.key_span
+            return [row.tobytes() for row in commands[:, start:end]], len(distinct), inverse.ravel()
+        types = dict(layout.join_keys)
+        columns = {name: list(entities[name]) for name in types}
+        index: dict[bytes, int] = {}
+        inverse = np.empty(rows, dtype=np.int64)
+        for row in range(rows):
+            key = serialize_entity_key({name: columns[name][row] for name in types}, types) + self._suffix
+            inverse[row] = index.setdefault(key, len(index))
+        if not isinstance(self._client, redis.Redis):
+            return list(index), len(index), inverse
+        return b"".join(b"%s$%d\r\n%s%s" % (head, len(key), key, tail) for key in index), len(index), inverse
 
     def read(self, entities: Mapping[str, Sequence]) -> OnlineFeatures:
         rows = len(next(iter(entities.values()))) if entities else 0
@@ -175,28 +216,60 @@ class OnlineFeatureReader:
         missing = np.zeros((rows, len(self._plan)), dtype=bool)
         if rows == 0:
             return OnlineFeatures(names=self.feature_refs, values=values, missing_entity=missing, views=self.views)
-        keys = [self._keys(layout, entities, rows) for layout, *_ in self._plan]
+        requests = [self._distinct_keys(layout, template, entities, rows, head, tail)
+                    for layout, _, head, tail, template in self._plan]
         if isinstance(self._client, redis.Redis):
-            packed = b"".join(self._commands(view_keys, head, tail) for view_keys, (_, _, head, tail) in zip(keys, self._plan))
-            replies = send_packed(self._client, packed, rows * len(self._plan))
+            with StreamingConnection(self._client) as connection:
+                connection.send(b"".join(commands for commands, _, _ in requests))
+                replies = _ReplyBuffer(connection)
+                for view_index, (_, count, inverse) in enumerate(requests):
+                    cells, lengths = replies.hmget(count, len(self._fields[view_index]))
+                    self._decode(view_index, cells, lengths, inverse, values, missing)
         else:  # a RedisCluster: its pipeline routes each HMGET to the key's slot
             pipe = self._client.pipeline(transaction=False)
-            for view_keys, fields in zip(keys, self._fields):
-                for key in view_keys.to_list() if isinstance(view_keys, Ragged) else view_keys:
+            for (keys, _, _), fields in zip(requests, self._fields):
+                for key in keys:
                     pipe.hmget(key, fields)
             replies = pipe.execute()
-        for view_index, (_layout, columns, _head, _tail) in enumerate(self._plan):
-            view_replies = replies[view_index * rows : (view_index + 1) * rows]
-            width = len(columns) + 1  # the features, then _ts
-            matrix, lengths = _padded(list(chain.from_iterable(view_replies)))
-            matrix = matrix.reshape(rows, width, -1)
-            lengths = lengths.reshape(rows, width)
-            missing[:, view_index] = lengths[:, -1] == 0
-            by_type: dict[str, list[int]] = {}
-            for column_index, (_position, value_type) in enumerate(columns):
-                by_type.setdefault(value_type, []).append(column_index)
-            for value_type, indexes in by_type.items():
-                cells = matrix[:, indexes, :].reshape(rows * len(indexes), -1)
-                decoded = _decode_numeric(cells, lengths[:, indexes].reshape(-1), value_type)
-                values[:, [columns[c][0] for c in indexes]] = decoded.reshape(rows, len(indexes))
+            for view_index, (_, count, inverse) in enumerate(requests):
+                cells, lengths = _padded(list(chain.from_iterable(replies[:count])))
+                width = len(self._fields[view_index])
+                self._decode(view_index, cells.reshape(count, width, -1), lengths.reshape(count, width), inverse, values, missing)
+                replies = replies[count:]
         return OnlineFeatures(names=self.feature_refs, values=values, missing_entity=missing, views=self.views)
+
+    def _decode(self, view_index: int, cells: np.ndarray, lengths: np.ndarray, inverse: np.ndarray,
+                values: np.ndarray, missing: np.ndarray) -> None:
+        """One view's HMGET values (cells [distinct entities, fields, bytes], lengths [entities, fields];
+        the features, then _ts) into `values`/`missing` of every row."""
+        columns = self._plan[view_index][1]
+        missing[:, view_index] = (lengths[:, -1] == 0)[inverse]
+        decoded = _decode(cells, lengths, [value_type for _, value_type in columns])
+        values[:, [position for position, _ in columns]] = decoded[inverse]
+
+
+class _ReplyBuffer:
+    """Raw reply bytes of one streamed request, parsed by compiled code (serving.resp_bulk) straight into
+    byte matrices: no Python object per reply or value."""
+
+    def __init__(self, connection: StreamingConnection):
+        self._connection = connection
+        self._buffer = np.empty(1 << 18, dtype=np.uint8)
+        self._filled = self._pos = 0
+
+    def hmget(self, count: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        cells = np.empty((count, width, _CELL_BYTES), dtype=np.uint8)
+        lengths = np.zeros((count, width), dtype=np.int64)
+        done = 0
+        while True:
+            self._pos, done, status = parse_hmget_replies(self._buffer, self._filled, self._pos, done, count, cells, lengths)
+            if status == 1:
+                line = self._buffer[self._pos + 1 : self._filled].tobytes().split(b"\r\n", 1)[0]
+                raise redis.ResponseError(f"HMGET failed: {line.decode(errors='replace')}")
+            if status == 2:
+                raise redis.ResponseError("unexpected reply to HMGET (not an array of the requested fields)")
+            if done == count:
+                return cells, lengths
+            if self._filled == len(self._buffer):
+                self._buffer = np.concatenate([self._buffer, np.empty_like(self._buffer)])
+            self._filled += self._connection.receive_into(memoryview(self._buffer)[self._filled :])

@@ -41,16 +41,23 @@ class StreamingConnection:
             if reply is not False:
                 replies.append(reply)
                 continue
-            try:
-                chunk = self._connection._sock.recv(1 << 20)
-            except TimeoutError as error:
-                raise redis.TimeoutError(f"Redis did not answer within the socket timeout: {error}") from error
-            except OSError as error:
-                raise redis.ConnectionError(f"Redis connection failed while reading: {error}") from error
-            if not chunk:
-                raise redis.ConnectionError("Redis closed the connection while replies were pending")
-            self._reader.feed(chunk)
+            self._reader.feed(self._receive(lambda sock: sock.recv(1 << 20)))
         return replies
+
+    def receive_into(self, buffer: memoryview) -> int:
+        """Raw reply bytes into `buffer` (for callers that parse RESP themselves; not mixed with `read`)."""
+        return self._receive(lambda sock: sock.recv_into(buffer))
+
+    def _receive(self, receive):
+        try:
+            received = receive(self._connection._sock)
+        except TimeoutError as error:
+            raise redis.TimeoutError(f"Redis did not answer within the socket timeout: {error}") from error
+        except OSError as error:
+            raise redis.ConnectionError(f"Redis connection failed while reading: {error}") from error
+        if not received:
+            raise redis.ConnectionError("Redis closed the connection while replies were pending")
+        return received
 
 
 def raise_errors(replies: list, what: str) -> None:

@@ -1,5 +1,5 @@
-"""RESP commands for many rows at once, compiled with numba: HGET probes, HSET (+ EXPIRE) writes, and
-RESTOREs of a ready-made hash.
+"""RESP for many rows at once, compiled with numba: HGET probes, HSET (+ EXPIRE) writes and RESTOREs
+of a ready-made hash for the writer; a parser of HMGET replies straight into a byte matrix for the reader.
 
 RESTORE is how a new entity key is written: its payload is the hash serialized the way DUMP does it
 (a listpack, RDB type 16, RDB version 10, CRC64), so Redis only copies it in; a 10-field HSET makes
@@ -7,7 +7,7 @@ Redis build the same listpack field by field, which costs it about twice as much
 (`INFO commandstats`: ~2 us per RESTORE against 4-5 us per HSET). What Redis holds afterwards is the
 same hash either way: HGET/HMGET/HGETALL return the same bytes. Existing keys are written with HSET.
 
-Imported lazily by serving.online_writer: numba's import costs over a second and only publishing needs it.
+numba's import costs over a second: serving pays it once at start-up, the writer only when it publishes.
 """
 
 from __future__ import annotations
@@ -269,3 +269,100 @@ def build_commands(mode, rows, key_data, key_offsets, field_data, field_offsets,
             pos += 2
     return pos
 
+
+
+@njit(cache=True, nogil=True)
+def _parse_integer(buffer, pos, end):
+    """RESP integer line at `pos` (after its type byte): (value, position after CRLF, complete)."""
+    negative = pos < end and buffer[pos] == 45
+    if negative:
+        pos += 1
+    value = 0
+    while pos < end and buffer[pos] != 13:
+        value = value * 10 + (buffer[pos] - 48)
+        pos += 1
+    if pos + 1 >= end:
+        return 0, pos, False
+    return (-value if negative else value), pos + 2, True
+
+
+@njit(cache=True, nogil=True)
+def parse_hmget_replies(buffer, end, pos, done, count, cells, lengths):
+    """Parse complete HMGET replies of `width` = cells.shape[1] fields from buffer[pos:end] into
+    cells[done:count] (each value's first cells.shape[2] bytes) and lengths (0 for nil or empty).
+    Returns (position, replies done, status): status 0 = fine (call again with more bytes while
+    done < count), 1 = an error reply starts at position, 2 = not an HMGET reply of this width."""
+    width, room = cells.shape[1], cells.shape[2]
+    while done < count:
+        start = pos
+        if pos >= end:
+            return start, done, 0
+        if buffer[pos] == 45:  # '-'
+            return start, done, 1
+        if buffer[pos] != 42:  # '*'
+            return start, done, 2
+        fields, pos, complete = _parse_integer(buffer, pos + 1, end)
+        if not complete:
+            return start, done, 0
+        if fields != width:
+            return start, done, 2
+        for field in range(width):
+            if pos >= end:
+                return start, done, 0
+            if buffer[pos] != 36:  # '$'
+                return start, done, 2
+            length, pos, complete = _parse_integer(buffer, pos + 1, end)
+            if not complete:
+                return start, done, 0
+            if length < 0:  # nil: no such field
+                lengths[done, field] = 0
+                continue
+            if pos + length + 2 > end:
+                return start, done, 0
+            for i in range(min(length, room)):
+                cells[done, field, i] = buffer[pos + i]
+            for i in range(min(length, room), room):
+                cells[done, field, i] = 0
+            lengths[done, field] = length
+            pos += length + 2
+        done += 1
+    return pos, done, 0
+
+
+VARINT, DOUBLE, FLOAT = 0, 1, 2  # how a numeric feast Value carries its number (int32/int64/bool: varint)
+_NULL_VALUE_TAG = 0x98  # Value.null_val (field 19, varint)
+_MAX_NUMERIC_VALUE_BYTES = 11  # tag + a 10-byte varint
+
+
+@njit(cache=True, nogil=True)
+def decode_numeric_values(cells, lengths, kinds, out):
+    """Serialized numeric feast Values -> float64: field f of entity e is cells[e, f, :lengths[e, f]],
+    decoded as kinds[f] into out[e, f]; NaN for an empty value or null_val. Returns -1, or the index of a
+    field holding a value too long to be a number."""
+    scratch = np.zeros(8, dtype=np.uint8)
+    as_double = scratch.view(np.float64)
+    as_float = scratch[:4].view(np.float32)
+    for e in range(cells.shape[0]):
+        for f in range(len(kinds)):
+            length = lengths[e, f]
+            if length > _MAX_NUMERIC_VALUE_BYTES:
+                return f
+            if length == 0 or cells[e, f, 0] == _NULL_VALUE_TAG:
+                out[e, f] = np.nan
+            elif kinds[f] == DOUBLE:
+                for i in range(8):
+                    scratch[i] = cells[e, f, 1 + i]
+                out[e, f] = as_double[0]
+            elif kinds[f] == FLOAT:
+                for i in range(4):
+                    scratch[i] = cells[e, f, 1 + i]
+                out[e, f] = as_float[0]
+            else:
+                raw = np.uint64(0)
+                for i in range(1, length):
+                    byte = np.uint64(cells[e, f, i])
+                    raw |= (byte & np.uint64(0x7F)) << np.uint64(7 * (i - 1))
+                    if byte < 0x80:
+                        break
+                out[e, f] = np.float64(np.int64(raw))
+    return -1

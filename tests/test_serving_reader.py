@@ -129,7 +129,7 @@ def test_reader_equals_feast_get_online_features(feast_written, redis_url):
     row_of_user_2 = 1
     assert np.isnan(ours.values[row_of_user_2, reader.feature_refs.index("acct:txn_count")])
     assert not ours.missing_entity[row_of_user_2, 1]
-    # A bigger batch takes the vectorized key encoder (a few rows take the scalar one): same answer.
+    # Every entity five times over: each is read once and fanned out to its rows.
     big = reader.read({"user_id": np.tile(user_ids, 5), "merchant_id": np.tile(merchant_ids, 5)})
     np.testing.assert_array_equal(big.values, np.tile(ours.values, (5, 1)))
     np.testing.assert_array_equal(big.missing_entity, np.tile(ours.missing_entity, (5, 1)))
@@ -159,3 +159,43 @@ def test_reader_fails_fast_when_redis_is_unreachable(feast_written):
     reader = _reader(store, project, client)
     with pytest.raises(redis.ConnectionError):
         reader.read({"user_id": np.array([1], np.int64), "merchant_id": np.array([10], np.int64)})
+
+
+@pytest.mark.parametrize(
+    "join_keys",
+    [(("user_id", "int32"),), (("country", "string"),), (("country", "string"), ("user_id", "int64")),
+     (("shop_id", "int32"), ("user_id", "int64"))],
+    ids=["int32", "string", "string+int64", "int32+int64"],
+)
+def test_reader_finds_what_the_writer_wrote_for_every_key_shape(redis_url, join_keys):
+    """Numeric keys are stamped into a command template, string keys encoded one by one: both must name
+    the keys serving.online_writer wrote (Feast's v3 keys, tested against Feast in test_redis_layout)."""
+    import pyarrow as pa
+
+    from serving.online_writer import publish_latest
+    from serving.redis_layout import ViewLayout
+
+    project = f"fs_test_{uuid.uuid4().hex[:12]}"
+    layout = ViewLayout("keyed", join_keys, (("score", "double"),))
+    samples = {"int32": [7, -(2**31), 2**31 - 1], "int64": [2**40, -1, 0], "string": ["fr", "", "日本"]}
+    arrow = {"int32": pa.int32(), "int64": pa.int64(), "string": pa.string()}
+    columns = {name: pa.array(samples[value_type], arrow[value_type]) for name, value_type in join_keys}
+    table = pa.table({**columns, "score": pa.array([1.5, -2.0, 3.25]),
+                      "event_timestamp": pa.array([NOW] * 3, pa.timestamp("us", tz="UTC"))})
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert publish_latest(client, project, layout, table).written == 3
+        reader = OnlineFeatureReader(client, project, [layout], ["keyed:score"])
+        rows = [2, 0, 1, 2, 0]  # repeats, in another order
+        entities = {name: [samples[value_type][row] for row in rows] for name, value_type in join_keys}
+        result = reader.read(entities)
+        np.testing.assert_array_equal(result.values[:, 0], np.array([3.25, 1.5, -2.0, 3.25, 1.5]))
+        assert not result.missing_entity.any()
+        unknown = {name: [samples[value_type][0]] for name, value_type in join_keys}
+        unknown[join_keys[-1][0]] = ["zz"] if join_keys[-1][1] == "string" else [12345]
+        assert reader.read(unknown).missing_entity.all()
+    finally:
+        keys = list(project_keys(client, project))
+        if keys:
+            client.delete(*keys)
+        client.close()
