@@ -249,32 +249,6 @@ class FeastSide:
 # our side
 
 
-def read_latest(table_dir: Path, join_keys: list[str], created_column: str | None) -> pa.Table:
-    """Latest row per entity of a date-partitioned parquet table, Feast's tie-break included: newest
-    event timestamp, then newest created timestamp. Without a created column this is
-    serving.online_writer.read_offline_latest."""
-    from serving.online_writer import read_offline_latest
-
-    if not created_column:
-        return read_offline_latest(table_dir, join_keys)
-    import duckdb
-
-    keys = ", ".join(f'"{k}"' for k in join_keys)
-    source = f"read_parquet('{table_dir}/date=*/*.parquet', hive_partitioning = false)"
-    # The newest event timestamp per entity by a hash aggregate, then the created tie-break among the
-    # rows at that timestamp only (a window over every row would sort the whole table).
-    sql = (
-        f'WITH newest AS (SELECT {keys}, max("event_timestamp") AS "event_timestamp" FROM {source} GROUP BY ALL) '
-        f'SELECT * FROM {source} SEMI JOIN newest USING ({keys}, "event_timestamp") '
-        f'QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY "{created_column}" DESC) = 1'
-    )
-    connection = duckdb.connect()
-    try:
-        return connection.sql(sql).to_arrow_table()
-    finally:
-        connection.close()
-
-
 class OurSide:
     def __init__(self, config: dict):
         self.config = config
@@ -299,14 +273,15 @@ class OurSide:
 
     # publish ---------------------------------------------------------------------------------------
     def publish(self, view: str = PUBLISH_VIEW) -> dict:
-        from serving.online_writer import publish_latest
+        from serving.online_writer import publish_latest, read_offline_latest
 
         registered = self.store.get_feature_view(view)
         layout = self._layouts()[view]
         join_keys = [name for name, _ in layout.join_keys]
 
         def run():
-            latest = read_latest(self.data.offline_dir / view, join_keys, registered.batch_source.created_timestamp_column or None)
+            latest = read_offline_latest(self.data.offline_dir / view, join_keys,
+                                         created_column=registered.batch_source.created_timestamp_column or None)
             result = publish_latest(self.client, self.config["project"], layout, latest)
             start, end = datetime.fromisoformat(self.data.start), datetime.fromisoformat(self.data.end)
             self.store.registry.apply_materialization(registered, self.config["project"], start, end + timedelta(microseconds=1))

@@ -69,11 +69,15 @@ def latest_per_entity(table: pa.Table, join_keys: list[str], timestamp_column: s
 
 
 def read_offline_latest(
-    table_dir: Path, join_keys: list[str], dates: list[str] | None = None, timestamp_column: str = "event_timestamp"
+    table_dir: Path,
+    join_keys: list[str],
+    dates: list[str] | None = None,
+    timestamp_column: str = "event_timestamp",
+    created_column: str | None = None,
 ) -> pa.Table:
     """Latest row per entity of a date-partitioned parquet table ({table_dir}/date=YYYY-MM-DD/*.parquet),
-    optionally of the given dates only. DuckDB streams the files; on a timestamp tie the later
-    partition/file/row wins."""
+    optionally of the given dates only: the newest event timestamp; among rows at that timestamp the
+    newest `created_column` (Feast's tie-break), then the later partition/file/row."""
     table_dir = Path(table_dir)
     if dates is None:
         paths = [str(table_dir / "date=*" / "*.parquet")]
@@ -82,8 +86,17 @@ def read_offline_latest(
         paths = [p for p, d in zip(paths, dates) if (table_dir / f"date={d}").is_dir()]
         if not paths:
             raise FileNotFoundError(f"{table_dir}: none of the partitions {dates} exists")
-    source = "read_parquet($paths, hive_partitioning = false, filename = true, file_row_number = true)"
-    sql = _latest_sql(source, join_keys, timestamp_column, ["filename", "file_row_number"], "* EXCLUDE (filename, file_row_number)")
+    keys = ", ".join(_quoted(k) for k in join_keys)
+    timestamp = _quoted(timestamp_column)
+    tie_break = ([f"{_quoted(created_column)} DESC"] if created_column else []) + ["filename DESC", "file_row_number DESC"]
+    # The newest timestamp per entity by a hash aggregate, then the tie-break among the rows at that
+    # timestamp only: a window over every row would sort the whole table.
+    sql = f"""
+        WITH source AS (SELECT * FROM read_parquet($paths, hive_partitioning = false, filename = true, file_row_number = true)),
+             newest AS (SELECT {keys}, max({timestamp}) AS {timestamp} FROM source GROUP BY ALL)
+        SELECT * EXCLUDE (filename, file_row_number) FROM source SEMI JOIN newest USING ({keys}, {timestamp})
+        QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {", ".join(tie_break)}) = 1
+    """
     connection = duckdb.connect()
     try:
         return connection.sql(sql, params={"paths": paths}).to_arrow_table()

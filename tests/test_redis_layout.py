@@ -351,6 +351,19 @@ def test_read_offline_latest_over_partitions(tmp_path):
         read_offline_latest(tmp_path, ["user_id"], dates=["2026-12-31"])
 
 
+def test_read_offline_latest_breaks_timestamp_ties_by_created_timestamp(tmp_path):
+    """Feast's rule: at equal event timestamps the newest created timestamp wins, whatever the file order."""
+    rows = _rows([(1, NOW, 1, 0.0, "created-late", False), (1, NOW, 2, 0.0, "created-early", False),
+                  (2, NOW, 3, 0.0, "only", False), (1, NOW - timedelta(hours=1), 4, 0.0, "older", False)])
+    created = pa.array([NOW, NOW - timedelta(minutes=5), NOW, NOW + timedelta(days=1)], pa.timestamp("us", tz="UTC"))
+    _write_partition(tmp_path, "2026-11-01", rows.append_column("created", created).slice(0, 1))
+    _write_partition(tmp_path, "2026-11-02", rows.append_column("created", created).slice(1, 3))
+    latest = read_offline_latest(tmp_path, ["user_id"], created_column="created").sort_by("user_id")
+    assert latest.column("top_merchant").to_pylist() == ["created-late", "only"]
+    # Without a created column the later partition wins the tie.
+    assert read_offline_latest(tmp_path, ["user_id"]).sort_by("user_id").column("top_merchant").to_pylist() == ["created-early", "only"]
+
+
 # --- the two write paths: RESTORE of a new key, HSET of an existing one --------------------------
 
 ALL_TYPES = ViewLayout("all_types", (("user_id", "int64"),), tuple((f"f_{t}", t) for t in VALUES_BY_TYPE))
