@@ -14,7 +14,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 import dagster as dg
-from dagster_pyspark import PySparkResource
+from dagster_pyspark import LazyPySparkResource
 
 from assets.partitions import day_window, lookback_dates, partition_date
 from assets.resources import PlatformResource
@@ -22,6 +22,7 @@ from pipelines.offline_store import read_partitions, write_partition
 from pipelines.registry import RAW_PARTITIONED_TABLES, FeaturePipeline, load_pipeline
 from serving.online_writer import publish_latest, read_offline_latest
 from serving.redis_layout import layout_from_feature_view
+from serving.spark_publish import publish_latest_spark, read_offline_latest_spark
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureView
@@ -76,7 +77,7 @@ def feature_table_asset(view: "FeatureView", join_keys: list[str], partitions_de
         description=f"Offline store table of feature view `{view.name}`: {view.description}",
         metadata=_view_metadata(view),
     )
-    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource, pyspark: PySparkResource) -> dg.MaterializeResult:
+    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
         started = time.perf_counter()
         settings = platform.settings
         spark = pyspark.spark_session
@@ -113,19 +114,27 @@ def online_publish_asset(view: "FeatureView", join_keys: list[str], partitions_d
         tags=_dagster_tags(view),
         description=f"Latest `{view.name}` values per entity of the partition, published to Redis in Feast's layout.",
     )
-    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
         started = time.perf_counter()
         settings = platform.settings
         day = partition_date(context)
         store = platform.feature_store()
         registered_view = store.get_feature_view(view.name)
         entity_types = {entity.join_key: entity.value_type for entity in store.list_entities()}
-        latest = read_offline_latest(settings.offline_dir / view.name, join_keys, dates=[day])
-        client = platform.redis_client()
-        try:
-            result = publish_latest(client, settings.feast_project, layout_from_feature_view(registered_view, entity_types), latest)
-        finally:
-            client.close()
+        layout = layout_from_feature_view(registered_view, entity_types)
+        table_dir = settings.offline_dir / view.name
+        created_column = registered_view.batch_source.created_timestamp_column or None
+        if settings.offline_profile == "spark":  # the executors write: a cluster spreads the encoding
+            latest = read_offline_latest_spark(pyspark.spark_session, table_dir, join_keys, [day],
+                                               created_column=created_column)
+            result = publish_latest_spark(latest, platform.redis_endpoint.url, settings.redis_type, settings.feast_project, layout)
+        else:
+            latest = read_offline_latest(table_dir, join_keys, dates=[day], created_column=created_column)
+            client = platform.redis_client()
+            try:
+                result = publish_latest(client, settings.feast_project, layout, latest)
+            finally:
+                client.close()
         # Record the interval as `feast materialize` would, so Feast tooling sees what is online.
         start, end = day_window(day)
         store.registry.apply_materialization(registered_view, settings.feast_project, start, end)

@@ -4,7 +4,7 @@
 import time
 
 import dagster as dg
-from dagster_pyspark import PySparkResource
+from dagster_pyspark import LazyPySparkResource
 
 from assets.partitions import partition_date
 from assets.resources import PlatformResource
@@ -24,7 +24,7 @@ def raw_asset(contract: RawContract, partitions_def: dg.PartitionsDefinition | N
         kinds={"spark", "parquet"},
         description=f"{kind} landing {contract.table}, checked against its contract; bad rows quarantined with a reason.",
     )
-    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource, pyspark: PySparkResource) -> dg.MaterializeResult:
+    def _asset(context: dg.AssetExecutionContext, platform: PlatformResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
         started = time.perf_counter()
         settings = platform.settings
         day = partition_date(context) if partitions_def else None

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 import redis
-from dagster_pyspark import PySparkResource
+from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
 
 from featurestack.feast_repo import open_store
@@ -46,7 +46,7 @@ class PlatformResource(dg.ConfigurableResource):
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "platform": PlatformResource(),
-        "pyspark": PySparkResource(
+        "pyspark": LazyPySparkResource(
             spark_config=spark_conf(
                 master=settings.spark_master,
                 driver_memory=settings.spark_driver_memory,

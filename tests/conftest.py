@@ -41,13 +41,14 @@ def delete_project_keys(url: str, project: str) -> None:
 
 @contextlib.contextmanager
 def platform_environment(state_dir, project: str, redis_url: str, **extra: str) -> Iterator[None]:
-    """The environment of a platform of its own (state folder, Feast project, Redis, local profile),
+    """The environment of a platform of its own (state folder, Feast project, Redis, local profile unless
+    `extra` says otherwise),
     restored exactly afterwards (the platform code exports settings into os.environ)."""
     saved_environment = dict(os.environ)
-    os.environ.update(
-        FEATURESTACK_STATE_DIR=str(state_dir), FEATURESTACK_FEAST_PROJECT=project,
-        FEATURESTACK_OFFLINE_PROFILE="local", REDIS_URL=redis_url, **extra,
-    )
+    os.environ.update({
+        "FEATURESTACK_STATE_DIR": str(state_dir), "FEATURESTACK_FEAST_PROJECT": project,
+        "FEATURESTACK_OFFLINE_PROFILE": "local", "REDIS_URL": redis_url, **extra,
+    })
     os.environ.pop("FEATURESTACK_DATA_DIR", None)
     try:
         yield
