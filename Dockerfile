@@ -40,6 +40,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     FEATURESTACK_STATE_DIR=/var/lib/featurestack/state \
     DAGSTER_HOME=/opt/dagster/home
 WORKDIR /app

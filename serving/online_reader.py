@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from serving.resp import StreamingConnection
-from serving.resp_bulk import DOUBLE, FLOAT, VARINT, decode_numeric_values, parse_hmget_replies
+from serving.resp_bulk import DOUBLE, FLOAT, VARINT, decode_numeric_values, parse_hmget_replies, warm_up
 from serving.redis_layout import ViewLayout, feature_field, serialize_entity_key
 
 _MAX_VALUE_BYTES = 11  # tag + up to a 10-byte varint (or 8 bytes of a double)
@@ -176,6 +176,7 @@ class OnlineFeatureReader:
             self._fields.append([*fields, layout.ts_field])
         self.views = [layout.name for layout, *_ in self._plan]
         self.join_keys = sorted({key for layout, *_ in self._plan for key, _ in layout.join_keys})
+        warm_up()  # the first request must not wait for a compilation
 
     def _distinct_keys(self, layout: ViewLayout, template: _NumericKeyTemplate | None, entities: Mapping[str, Sequence],
                        rows: int, head: bytes, tail: bytes) -> tuple[bytes | list[bytes], int, np.ndarray]:

@@ -366,3 +366,12 @@ def decode_numeric_values(cells, lengths, kinds, out):
                         break
                 out[e, f] = np.float64(np.int64(raw))
     return -1
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the reader's kernels now, not on the first request."""
+    cells = np.zeros((1, 2, 16), dtype=np.uint8)
+    lengths = np.zeros((1, 2), dtype=np.int64)
+    reply = np.frombuffer(b"*2\r\n$-1\r\n$-1\r\n", dtype=np.uint8)
+    parse_hmget_replies(reply, len(reply), 0, 0, 1, cells, lengths)
+    decode_numeric_values(cells, lengths, np.zeros(1, dtype=np.int64), np.empty((1, 1)))
