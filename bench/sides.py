@@ -112,7 +112,7 @@ def bench_definitions(data: BenchData, source_kind: str):
     return list(entities.values()), list(views.values()), services
 
 
-def open_bench_store(config: dict, offline_store: dict, project: str, registry: str):
+def open_bench_store(config: dict, offline_store: dict, project: str, registry: str, batch_engine: dict | None = None):
     from feast import FeatureStore, RepoConfig
 
     from featurestack.redis_server import feast_connection_string
@@ -123,10 +123,23 @@ def open_bench_store(config: dict, offline_store: dict, project: str, registry: 
         provider="local",
         online_store={"type": "redis", "connection_string": feast_connection_string(config["redis_url"])},
         offline_store=offline_store,
+        batch_engine=batch_engine or {"type": "local"},
         entity_key_serialization_version=3,
         repo_path=config["state_dir"],
     )
     return FeatureStore(config=repo_config)
+
+
+def spark_project(config: dict) -> str:
+    """The Feast project of the Spark-profile benchmarks (its own registry: SparkSources)."""
+    return config["project"] + "_spark"
+
+
+def open_spark_bench_store(config: dict):
+    """The benchmark repo with Feast's Spark offline store and Spark materialization engine."""
+    conf = spark_conf(config)
+    return open_bench_store(config, {"type": "spark", "spark_conf": conf}, spark_project(config),
+                            config["registry"].replace(".db", "_spark.db"), {"type": "spark.engine", "spark_conf": conf})
 
 
 def spark_conf(config: dict) -> dict[str, str]:
@@ -172,6 +185,16 @@ def feast_online_matrix(store, features, entities: dict[str, list[int]], names: 
     return np.array([[np.nan if v is None else float(v) for v in result[name]] for name in names], dtype=np.float64).T
 
 
+def publish_check(store, client: redis.Redis, data: BenchData, project: str) -> dict:
+    """What a publish left: the Redis bytes of the project, what Feast reads back, registered intervals."""
+    view = store.get_feature_view(PUBLISH_VIEW)
+    names = [f.name for f in view.features]
+    entities = {"user_id": sample_entities(data, 1000)["user_id"]}
+    matrix = feast_online_matrix(store, [f"{PUBLISH_VIEW}:{n}" for n in names], entities, names)
+    return {**redis_digest(client, project), "feast_read_digest": matrix_digest(matrix),
+            "intervals": len(view.materialization_intervals)}
+
+
 # --------------------------------------------------------------------------------------------------
 # Feast's side
 
@@ -191,12 +214,7 @@ class FeastSide:
         return {"seconds": seconds}
 
     def publish_check(self) -> dict:
-        view = self.store.get_feature_view(PUBLISH_VIEW)
-        names = [f.name for f in view.features]
-        entities = {"user_id": sample_entities(self.data, 1000)["user_id"]}
-        matrix = feast_online_matrix(self.store, [f"{PUBLISH_VIEW}:{n}" for n in names], entities, names)
-        return {**redis_digest(self.client, self.config["project"]), "feast_read_digest": matrix_digest(matrix),
-                "intervals": len(view.materialization_intervals)}
+        return publish_check(self.store, self.client, self.data, self.config["project"])
 
     def reset_redis(self) -> dict:
         return {"deleted": delete_project_keys(self.client, self.config["project"])}
@@ -225,17 +243,31 @@ class FeastSide:
         seconds, table = _timed(lambda: self.store.get_historical_features(entity_df=entity_df, features=service).to_arrow())
         return {"seconds": seconds, "digest": table_digest(table, ["user_id", "merchant_id", "event_timestamp"]), "rows": table.num_rows}
 
-    def pit_spark_setup(self) -> dict:
+    def spark_setup(self) -> dict:
+        """Register the Spark-profile repo (once) and start its Spark session outside the timed runs."""
+        if self.spark_store is not None:
+            return {}
         entities, views, services = bench_definitions(self.data, "spark")
-        self.spark_store = open_bench_store(
-            self.config, {"type": "spark", "spark_conf": spark_conf(self.config)},
-            self.config["project"] + "_spark", self.config["registry"].replace(".db", "_spark.db"),
-        )
+        self.spark_store = open_spark_bench_store(self.config)
         self.spark_store.apply([*entities, *views, *services])
+        # Warm the materialization engine too (its Python workers): materialize the first hour.
+        start = datetime.fromisoformat(self.data.start)
+        self.spark_store.materialize(start, start + timedelta(hours=1), feature_views=[PUBLISH_VIEW])
         # Start the Spark session (JVM) outside the timed runs: a first tiny retrieval.
         warm = self._entity_df().head(10)
         self.spark_store.get_historical_features(entity_df=warm, features=self.spark_store.get_feature_service(SERVICE)).to_arrow()
         return {}
+
+    def publish_spark(self) -> dict:
+        start, end = datetime.fromisoformat(self.data.start), datetime.fromisoformat(self.data.end)
+        seconds, _ = _timed(lambda: self.spark_store.materialize(start, end + timedelta(microseconds=1), feature_views=[PUBLISH_VIEW]))
+        return {"seconds": seconds}
+
+    def publish_check_spark(self) -> dict:
+        return publish_check(self.spark_store, self.client, self.data, spark_project(self.config))
+
+    def reset_redis_spark(self) -> dict:
+        return {"deleted": delete_project_keys(self.client, spark_project(self.config))}
 
     def pit_spark(self) -> dict:
         entity_df = self._entity_df()
@@ -259,6 +291,8 @@ class OurSide:
     def apply(self) -> dict:
         """Register the benchmark repo (DuckDB profile) once; both sides open the same registry."""
         from featurestack.duckdb_offline_store import TYPE
+
+        import serving.resp_bulk  # noqa: F401  (load the compiled writer now, as Feast's side imported feast)
 
         entities, views, services = bench_definitions(self.data, "file")
         self.store = open_bench_store(self.config, {"type": TYPE}, self.config["project"], self.config["registry"])
@@ -292,6 +326,48 @@ class OurSide:
 
     publish_check = FeastSide.publish_check
     reset_redis = FeastSide.reset_redis
+
+    # publish through Spark ------------------------------------------------------------------------
+    def spark_setup(self) -> dict:
+        """Open the Spark-profile repo (the Feast side registered it) and start a Spark session with the
+        same configuration as Feast's, outside the timed runs."""
+        from pipelines.spark import build_spark_session
+
+        self.spark_store = open_spark_bench_store(self.config)
+        conf = spark_conf(self.config)
+        self.spark = build_spark_session(master=conf["spark.master"], driver_memory=conf["spark.driver.memory"],
+                                         shuffle_partitions=int(conf["spark.sql.shuffle.partitions"]), app_name="featurestack-bench")
+        # Warm the Python workers (they import the writer) with a small publish; the timed runs start
+        # from an empty project.
+        self._publish_spark(limit=1000)
+        return {}
+
+    def publish_spark(self) -> dict:
+        seconds, result = _timed(self._publish_spark)
+        return {"seconds": seconds, "written": result.written}
+
+    def _publish_spark(self, limit: int | None = None):
+        from serving.redis_layout import layout_from_feature_view
+        from serving.spark_publish import publish_latest_spark, read_offline_latest_spark
+
+        registered = self.spark_store.get_feature_view(PUBLISH_VIEW)
+        entity_types = {e.join_key: e.value_type for e in self.spark_store.list_entities()}
+        layout = layout_from_feature_view(registered, entity_types)
+
+        latest = read_offline_latest_spark(self.spark, self.data.offline_dir / PUBLISH_VIEW, [k for k, _ in layout.join_keys],
+                                           created_column=registered.batch_source.created_timestamp_column or None)
+        if limit:
+            latest = latest.limit(limit).repartition(2)
+        result = publish_latest_spark(latest, self.config["redis_url"], "redis", spark_project(self.config), layout)
+        if not limit:
+            start, end = datetime.fromisoformat(self.data.start), datetime.fromisoformat(self.data.end)
+            self.spark_store.registry.apply_materialization(registered, spark_project(self.config), start, end + timedelta(microseconds=1))
+        return result
+
+    def publish_check_spark(self) -> dict:
+        return publish_check(self.spark_store, self.client, self.data, spark_project(self.config))
+
+    reset_redis_spark = FeastSide.reset_redis_spark
 
     # online read -----------------------------------------------------------------------------------
     def online_setup(self) -> dict:
@@ -343,6 +419,13 @@ class OurSide:
 
         seconds, table = _timed(run)
         return {"seconds": seconds, "rows": table.num_rows}
+
+    # serving ---------------------------------------------------------------------------------------
+    def serving_model(self, model_dir: str) -> dict:
+        """A model artifact over the benchmark project for `featurestack serve` (bench/serving_bench.py)."""
+        from bench.serving_bench import write_model
+
+        return write_model(self, model_dir)
 
 
 SIDES = {"feast": FeastSide, "ours": OurSide}

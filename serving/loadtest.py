@@ -6,6 +6,8 @@
     python -m serving.loadtest --rate 200 --requests 2000       # fixed request rate (open loop)
 
 Without --batch it runs single transactions (concurrency 16) and batches of 1000 (concurrency 2).
+With --rate the load is open loop: request i is sent at start + i/rate whatever earlier responses did, and
+its latency counts from that scheduled time (queueing behind a slow server is part of it).
 """
 
 from __future__ import annotations
@@ -30,35 +32,54 @@ def _body(rng: np.random.Generator, batch: int, users: int, merchants: int) -> d
     return rows[0] if batch == 1 else {"transactions": rows}
 
 
-async def run_load(url: str, requests: int, concurrency: int, batch: int, rate: float | None, users: int, merchants: int) -> dict:
-    rng = np.random.default_rng(0)
-    bodies = [_body(rng, batch, users, merchants) for _ in range(min(requests, 200))]
+async def run_load(url: str, requests: int, concurrency: int, batch: int, rate: float | None, users: int, merchants: int,
+                   *, path: str = "/predict", bodies: list | None = None, headers: dict | None = None,
+                   keep_latencies: bool = False) -> dict:
+    """`requests` POSTs to `path`, at most `concurrency` in flight; the bodies cycle through `bodies`
+    (default: random transactions, `batch` per request), JSON-encoded once before the clock starts.
+
+    rate None: closed loop, latency from each send. rate: open loop at that many requests per second,
+    latency from each request's scheduled send time."""
+    if bodies is None:
+        rng = np.random.default_rng(0)
+        bodies = [_body(rng, batch, users, merchants) for _ in range(min(requests, 200))]
+    payloads = [json.dumps(body).encode() for body in bodies]
     latencies: list[float] = []
     failures = 0
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def one(index: int) -> None:
+    headers = {"content-type": "application/json", **(headers or {})}
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers,
+                                 limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)) as client:
+        async def one(index: int, due: float | None) -> None:
             nonlocal failures
             async with limit:
-                started = time.perf_counter()
-                response = await client.post("/predict", json=bodies[index % len(bodies)])
+                started = time.perf_counter() if due is None else due
+                try:
+                    response = await client.post(path, content=payloads[index % len(payloads)])
+                    failures += response.status_code != 200
+                except httpx.HTTPError:  # a timeout or a dropped connection is a failed request, not the end of the run
+                    failures += 1
                 latencies.append(time.perf_counter() - started)
-                failures += response.status_code != 200
 
         started = time.perf_counter()
         tasks = []
         for index in range(requests):
+            due = None
             if rate:  # open loop: requests start on schedule whatever the latency
-                await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(index)))
+                due = started + index / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(index, due)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
     milliseconds = np.array(latencies) * 1000
-    return {
+    report = {
         "requests": requests, "batch": batch, "concurrency": concurrency, "rate": rate, "failures": failures,
         "p50_ms": round(float(np.percentile(milliseconds, 50)), 2), "p99_ms": round(float(np.percentile(milliseconds, 99)), 2),
         "requests_per_s": round(requests / elapsed, 1), "rows_per_s": round(requests * batch / elapsed, 1),
     }
+    if keep_latencies:
+        report["latencies_s"] = latencies
+    return report
 
 
 def _spawn_server() -> tuple[subprocess.Popen, str, float]:

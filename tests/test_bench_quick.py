@@ -32,7 +32,8 @@ def test_bench_quick(tmp_path, redis_url):
     assert {"timestamp", "args", "data", "benchmarks", "skipped", "table", "total_s"} <= set(result)
     rows = result["benchmarks"]
     works = [row["work"].split(":")[0] for row in rows]
-    assert works == ["publish latest to Redis", "online read p50", "PIT training set"], works
+    assert works[:3] == ["publish latest to Redis", "online read p50", "PIT training set"], works
+    assert [w.split(" ")[:2] for w in works[3:]] == [["serving", "1"], ["serving", "batch"]], works
     for row in rows:
         assert ROW_KEYS <= set(row), row
         assert row["identical"] is True, row
@@ -41,5 +42,12 @@ def test_bench_quick(tmp_path, redis_url):
     publish = rows[0]
     assert publish["same_redis_bytes"] and publish["feast_reads_identical"]
     assert publish["materialization_intervals_registered"] >= 1
-    assert "serving" in result["skipped"]
+    # Serving: feast serve and featurestack serve answered every request, with the same feature values.
+    for row in rows[3:]:
+        assert row["feature_values_identical"] is True and row["feature_check_rows"] >= 1000, row
+        assert row["baseline_failures"] == 0 and row["ours_failures"] == 0, row
+        assert row["baseline_p99_s"] >= row["baseline_median_s"] > 0 and row["ours_p99_s"] >= row["ours_median_s"] > 0, row
+        assert row["baseline_rate_rps"] > 0 and row["ours_rate_rps"] > 0, row
+        assert row["target_met"] is None and row["target"] == "report p50/p99 vs feast serve", row
+    assert "serving" not in result["skipped"]
     assert "identical" in completed.stdout  # the table was printed
