@@ -67,6 +67,12 @@ class Metrics:
                                     registry=self.registry, buckets=(1, 8, 32, 128, 512, 2048, 8192))
         self.redis_errors = Counter("featurestack_redis_errors_total", "Redis errors while fetching features", registry=self.registry)
         self.overloaded = Counter("featurestack_overloaded_total", "Requests refused because the queue was full", registry=self.registry)
+        # The batcher's queue (rows queued or being scored): now, its high-water mark, and its bound.
+        self.pending_rows = Gauge("featurestack_pending_rows", "Rows queued or being scored", registry=self.registry)
+        self.pending_rows_peak = Gauge("featurestack_pending_rows_peak", "Most rows ever queued or being scored at once",
+                                       registry=self.registry)
+        self.pending_rows_limit = Gauge("featurestack_pending_rows_limit", "Queued rows beyond this are refused with 503",
+                                        registry=self.registry)
         self.device = Gauge("featurestack_model_device_info", "Device the model runs on", ["device", "runtime", "model_version"],
                             registry=self.registry)
 
@@ -199,6 +205,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batcher = MicroBatcher(score, serving.max_batch_rows, serving.max_wait_ms, serving.max_pending_rows,
                                on_batch=metrics.batch_rows.observe)
         batcher.start()
+        metrics.pending_rows.set_function(lambda: batcher.pending_rows)
+        metrics.pending_rows_peak.set_function(lambda: batcher.peak_pending_rows)
+        metrics.pending_rows_limit.set(batcher.max_pending_rows)
         state.update(client=client, predictor=predictor, batcher=batcher)
         try:
             yield

@@ -44,6 +44,7 @@ class MicroBatcher:
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._pending_rows = 0  # queued + being scored
+        self.peak_pending_rows = 0  # the most ever pending at once: never above max_pending_rows
         self._wakeup = asyncio.Event()
         # One model worker: batches run one after another on the device.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -60,6 +61,15 @@ class MicroBatcher:
                 item.future.set_exception(Overloaded("the server is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def pending_rows(self) -> int:
+        """Rows queued or being scored now."""
+        return self._pending_rows
+
+    @property
+    def max_pending_rows(self) -> int:
+        return self._max_pending_rows
+
     async def submit(self, *columns: np.ndarray) -> list:
         rows = len(columns[0])
         if self._pending_rows + rows > self._max_pending_rows:
@@ -68,6 +78,7 @@ class MicroBatcher:
         self._queue.append(_Pending(columns, future))
         self._queued_rows += rows
         self._pending_rows += rows
+        self.peak_pending_rows = max(self.peak_pending_rows, self._pending_rows)
         self._wakeup.set()
         return await future
 
