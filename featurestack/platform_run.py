@@ -13,7 +13,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from featurestack import lake
-from featurestack.redis_server import RedisEndpoint, ensure_redis, project_keys
+from featurestack.redis_server import RedisEndpoint, ensure_redis, project_keys, redis_client
 from featurestack.settings import PROJECT_ROOT, Settings, load_settings
 
 FINGERPRINT_TAG = "featurestack/fingerprint"
@@ -46,10 +46,9 @@ def _already_done(instance: dg.DagsterInstance, job: dg.JobDefinition, partition
     return True
 
 
-def _redis_holds_project(url: str, project: str) -> bool:
-    import redis
-
-    client = redis.Redis.from_url(url)
+def _redis_holds_project(url: str, project: str, redis_type: str = "redis") -> bool:
+    """Whether Redis (every primary of a cluster) holds any key of the Feast project."""
+    client = redis_client(url, redis_type)
     try:
         return next(project_keys(client, project), None) is not None
     finally:
@@ -90,7 +89,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     from assets.definitions import CATALOG_JOB, DAILY_JOB, SETUP_JOB, build_definitions
 
     # Redis may have been restarted empty (it keeps nothing on disk): then nothing counts as done.
-    if not _redis_holds_project(endpoint.url, settings.feast_project):
+    if not _redis_holds_project(endpoint.url, settings.feast_project, settings.redis_type):
         force = True
     definitions = build_definitions(settings)
     instance = dg.DagsterInstance.get()
@@ -121,8 +120,6 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
 
 
 def print_summary(outcome: RunOutcome) -> None:
-    import redis
-
     from featurestack.feast_repo import load_repo_contents, open_store
 
     settings = outcome.settings
@@ -141,7 +138,7 @@ def print_summary(outcome: RunOutcome) -> None:
     for service in contents.feature_services:
         print(f"  service {service.name}: {sum(len(p.features) for p in service.feature_view_projections)} features")
 
-    client = redis.Redis.from_url(outcome.redis.url)
+    client = redis_client(outcome.redis.url, settings.redis_type)
     keys = sum(1 for _ in project_keys(client, settings.feast_project))
     client.close()
     print(f"\nRedis {outcome.redis.describe()}: {keys:,} entity keys of project {settings.feast_project}")

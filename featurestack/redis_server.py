@@ -58,9 +58,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def project_keys(client: redis.Redis, project: str) -> Iterator[bytes]:
-    """The keys of a Feast project in Redis: Feast ends every entity key with the project name."""
-    return client.scan_iter(match=b"*" + project.encode(), count=10_000)
+def project_keys(client: redis.Redis | redis.cluster.RedisCluster, project: str) -> Iterator[bytes]:
+    """The keys of a Feast project in Redis: Feast ends every entity key with the project name. On a
+    Redis Cluster (a RedisCluster client, see `redis_client`) every primary is scanned, each to its own
+    cursor's end; a plain redis.Redis connected to one cluster node would see that node's keys only."""
+    match = b"*" + project.encode()
+    if isinstance(client, redis.cluster.RedisCluster):
+        return client.scan_iter(match=match, count=10_000, target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    return client.scan_iter(match=match, count=10_000)
 
 
 def start_own_redis(state_dir: Path) -> str:

@@ -46,6 +46,14 @@ class ServingSettings:
     max_body_bytes: int = 4 * 1024 * 1024  # larger request bodies get 413 before they are read
     api_key: str = field(default="", repr=False)  # bearer token for /predict and /features; empty: open
 
+    def __post_init__(self) -> None:
+        # A request larger than the queue bound would be refused as "overloaded" forever.
+        if self.max_pending_rows < self.max_request_rows:
+            raise ValueError(
+                f"FEATURESTACK_SERVING_MAX_PENDING_ROWS ({self.max_pending_rows}) must be at least "
+                f"FEATURESTACK_SERVING_MAX_REQUEST_ROWS ({self.max_request_rows})"
+            )
+
 
 @dataclass(frozen=True)
 class Settings:

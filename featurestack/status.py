@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import redis
-
 from featurestack import lake
-from featurestack.redis_server import DEFAULT_LOCAL_URL, answers, project_keys, redact_url
+from featurestack.redis_server import DEFAULT_LOCAL_URL, answers, project_keys, redact_url, redis_client
 from featurestack.settings import Settings
 
 
@@ -31,7 +29,7 @@ def print_status(settings: Settings) -> None:
     if url is None:
         print("redis        none answering (run `make demo` or set REDIS_URL)")
         return
-    client = redis.Redis.from_url(url)
+    client = redis_client(url, settings.redis_type)  # a cluster client counts every primary's keys
     keys = sum(1 for _ in project_keys(client, settings.feast_project))
     client.close()
     print(f"redis        {redact_url(url)}: {keys:,} entity keys of project {settings.feast_project}")

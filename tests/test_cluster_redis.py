@@ -16,7 +16,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from cluster_support import OwnRedis, free_cluster_port
-from featurestack.redis_server import feast_connection_string, redis_client
+from featurestack.redis_server import feast_connection_string, project_keys, redis_client
 from serving.online_writer import publish_latest
 from serving.redis_layout import ViewLayout
 
@@ -141,4 +141,46 @@ def test_fast_reader_on_a_redis_cluster(cluster_nodes):
             node_client = redis.Redis.from_url(f"redis://{node}")
             for key in node_client.scan_iter(match=b"*" + project.encode()):
                 node_client.delete(key)
+        client.close()
+
+
+def test_project_keys_and_the_republish_probe_scan_every_primary(cluster_nodes):
+    from featurestack.platform_run import _redis_holds_project
+
+    project = f"fs_cluster_{uuid.uuid4().hex[:8]}"
+    url = f"redis://{cluster_nodes[0]}/0"  # the URL names one node; the probe must look at all three
+    client = redis_client(url, redis_type="redis_cluster")
+    nodes = {address: redis.Redis.from_url(f"redis://{address}") for address in cluster_nodes}
+    keys = {f"entity:{i}:".encode() + project.encode() for i in range(200)}
+    other = f"other_{uuid.uuid4().hex[:8]}".encode()
+    try:
+        for key in keys:
+            client.set(key, b"1")
+        client.set(b"entity:0:" + other, b"1")  # another project's key is not counted
+        per_node = {address: sum(1 for _ in node.scan_iter(match=b"*" + project.encode())) for address, node in nodes.items()}
+        assert all(count > 0 for count in per_node.values()) and sum(per_node.values()) == len(keys), per_node
+        found = list(project_keys(client, project))
+        assert len(found) == len(keys) and set(found) == keys
+        # One node alone (what a plain client on the URL's node scanned) sees only its share.
+        assert set(project_keys(nodes[cluster_nodes[0]], project)) < keys
+        assert _redis_holds_project(url, project, "redis_cluster")
+
+        # Only keys on the nodes the URL does not name: still found.
+        first_node_port = int(cluster_nodes[0].rsplit(":", 1)[1])
+        elsewhere = {key for key in keys if client.get_node_from_key(key).port != first_node_port}
+        client.delete(*(keys - elsewhere))  # redis-py splits a multi-key DEL by slot
+        assert elsewhere and set(project_keys(client, project)) == elsewhere
+        assert next(project_keys(nodes[cluster_nodes[0]], project), None) is None
+        assert _redis_holds_project(url, project, "redis_cluster")
+
+        for key in elsewhere:
+            client.delete(key)
+        assert list(project_keys(client, project)) == []
+        assert not _redis_holds_project(url, project, "redis_cluster")
+        assert list(project_keys(client, other.decode())) == [b"entity:0:" + other]
+    finally:
+        for node in nodes.values():
+            for key in [*node.scan_iter(match=b"*" + project.encode()), *node.scan_iter(match=b"*" + other)]:
+                node.delete(key)
+            node.close()
         client.close()

@@ -88,7 +88,8 @@ def overloadable_server(serving_settings):  # noqa: F811
     environment = {
         **os.environ, "FEATURESTACK_STATE_DIR": str(serving_settings.state_dir), "REDIS_URL": proxied_url,
         "FEATURESTACK_FEAST_PROJECT": serving_settings.feast_project, "FEATURESTACK_SERVING_DEVICE": "cpu",
-        "FEATURESTACK_SERVING_MAX_PENDING_ROWS": str(MAX_PENDING_ROWS), "FEATURESTACK_SERVING_MAX_BATCH_ROWS": str(MAX_BATCH_ROWS),
+        "FEATURESTACK_SERVING_MAX_PENDING_ROWS": str(MAX_PENDING_ROWS),
+        "FEATURESTACK_SERVING_MAX_REQUEST_ROWS": str(MAX_PENDING_ROWS), "FEATURESTACK_SERVING_MAX_BATCH_ROWS": str(MAX_BATCH_ROWS),
         "FEATURESTACK_SERVING_MAX_WAIT_MS": "1", "FEATURESTACK_SERVING_REDIS_TIMEOUT_S": "3",
     }
     for name in ("FEATURESTACK_MODEL_DIR", "FEATURESTACK_API_KEY", "REDIS_TYPE"):
@@ -189,3 +190,13 @@ def test_overload_is_refused_fast_and_the_server_recovers(overloadable_server, s
     assert again.status_code == 200 and len(again.json()["predictions"]) == 3
     assert time.perf_counter() - began < 2.0
     assert server.poll() is None
+
+
+def test_a_queue_bound_below_the_request_size_is_refused_at_start(monkeypatch):
+    """Otherwise a full-size request would be answered "overloaded" forever, even by an idle server."""
+    from featurestack.settings import load_settings
+
+    monkeypatch.setenv("FEATURESTACK_SERVING_MAX_PENDING_ROWS", "100")
+    monkeypatch.setenv("FEATURESTACK_SERVING_MAX_REQUEST_ROWS", "4096")
+    with pytest.raises(ValueError, match=r"MAX_PENDING_ROWS \(100\) must be at least .*MAX_REQUEST_ROWS \(4096\)"):
+        load_settings()
