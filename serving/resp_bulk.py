@@ -349,14 +349,10 @@ def decode_numeric_values(cells, lengths, kinds, out):
                 return f
             if length == 0 or cells[e, f, 0] == _NULL_VALUE_TAG:
                 out[e, f] = np.nan
-            elif kinds[f] == DOUBLE:
-                for i in range(8):
+            elif kinds[f] == DOUBLE or kinds[f] == FLOAT:  # fixed64 / fixed32 after the tag byte
+                for i in range(8 if kinds[f] == DOUBLE else 4):
                     scratch[i] = cells[e, f, 1 + i]
-                out[e, f] = as_double[0]
-            elif kinds[f] == FLOAT:
-                for i in range(4):
-                    scratch[i] = cells[e, f, 1 + i]
-                out[e, f] = as_float[0]
+                out[e, f] = as_double[0] if kinds[f] == DOUBLE else as_float[0]
             else:
                 raw = np.uint64(0)
                 for i in range(1, length):

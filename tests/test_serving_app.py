@@ -4,6 +4,7 @@ uvicorn) on real Redis, with a hand-made model artifact and online rows under it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -323,32 +325,40 @@ def _wait_until(condition, seconds: float = 20.0) -> None:
         time.sleep(0.1)
 
 
-def test_featurestack_serve_answers_predict_on_uvicorn(serving_settings):
+@contextlib.contextmanager
+def running_server(environment: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`featurestack serve` in its own process (uvicorn) on a free port: (base URL, process) once
+    /readyz answers 200; stopped afterwards."""
     port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "featurestack.cli", "serve", "--port", str(port)], cwd=PROJECT_ROOT,
+                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert server.poll() is None, server.stdout.read().decode()
+        try:
+            return httpx.get(f"{base}/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        _wait_until(ready, seconds=60)
+        yield base, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_featurestack_serve_answers_predict_on_uvicorn(serving_settings):
     environment = {**os.environ, "FEATURESTACK_STATE_DIR": str(serving_settings.state_dir), "REDIS_URL": serving_settings.redis_url,
                    "FEATURESTACK_FEAST_PROJECT": serving_settings.feast_project, "FEATURESTACK_SERVING_MAX_WAIT_MS": "1"}
     environment.pop("FEATURESTACK_MODEL_DIR", None)
-    server = subprocess.Popen([sys.executable, "-m", "featurestack.cli", "serve", "--port", str(port)], cwd=PROJECT_ROOT,
-                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            assert server.poll() is None, server.stdout.read().decode()
-            try:
-                return httpx.get(f"{base}/readyz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _wait_until(ready, seconds=60)
+    with running_server(environment) as (base, _server):
         response = httpx.post(f"{base}/predict", json={"transactions": [{"user_id": 1, "merchant_id": 1, "amount": 9.0}] * 3})
         assert response.status_code == 200 and len(response.json()["predictions"]) == 3
         assert response.json()["model_version"] == "test-v1"
         report = asyncio.run(run_load(base, requests=20, concurrency=4, batch=5, rate=None, users=40, merchants=30))
         assert report["failures"] == 0 and report["rows_per_s"] > 0 and report["p99_ms"] >= report["p50_ms"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_an_api_key_guards_predict_and_features_but_not_health(serving_settings):

@@ -10,8 +10,6 @@ import asyncio
 import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from urllib.parse import urlparse
@@ -22,10 +20,8 @@ import psutil
 import pytest
 import redis
 
-from featurestack.redis_server import free_port
-from featurestack.settings import PROJECT_ROOT
 from serving.predictor import Predictor
-from tests.test_serving_app import _wait_until, serving_settings  # noqa: F401  (serving_settings is a fixture)
+from tests.test_serving_app import running_server, serving_settings  # noqa: F401  (serving_settings is a fixture)
 
 MAX_PENDING_ROWS = 8
 MAX_BATCH_ROWS = 4
@@ -84,7 +80,6 @@ def overloadable_server(serving_settings):  # noqa: F811
     parsed = urlparse(serving_settings.redis_url)
     proxy = SlowProxy((parsed.hostname or "127.0.0.1", parsed.port or 6379), REDIS_DELAY_S)
     proxied_url = serving_settings.redis_url.replace(f"{parsed.hostname}:{parsed.port}", f"127.0.0.1:{proxy.port}", 1)
-    port = free_port()
     environment = {
         **os.environ, "FEATURESTACK_STATE_DIR": str(serving_settings.state_dir), "REDIS_URL": proxied_url,
         "FEATURESTACK_FEAST_PROJECT": serving_settings.feast_project, "FEATURESTACK_SERVING_DEVICE": "cpu",
@@ -94,23 +89,10 @@ def overloadable_server(serving_settings):  # noqa: F811
     }
     for name in ("FEATURESTACK_MODEL_DIR", "FEATURESTACK_API_KEY", "REDIS_TYPE"):
         environment.pop(name, None)
-    server = subprocess.Popen([sys.executable, "-m", "featurestack.cli", "serve", "--port", str(port)], cwd=PROJECT_ROOT,
-                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert server.poll() is None, server.stdout.read().decode()
-        try:
-            return httpx.get(f"{base}/readyz").status_code == 200
-        except httpx.TransportError:
-            return False
-
     try:
-        _wait_until(ready, seconds=60)
-        yield base, server
+        with running_server(environment) as (base, server):
+            yield base, server
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         proxy.close()
 
 
