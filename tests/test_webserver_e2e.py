@@ -23,7 +23,7 @@ from featurestack.settings import PROJECT_ROOT
 from featurestack.redis_server import free_port
 from tests.conftest import delete_project_keys, platform_environment
 
-RUN_TIMEOUT_S = 420
+RUN_TIMEOUT_S = 600  # a busy 2-core machine: each step is a process that imports Dagster, Feast and Spark
 
 LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
