@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
@@ -117,6 +118,12 @@ class _Batch:
     values: list[Ragged]
     nanos: np.ndarray  # event timestamps, microsecond precision as Feast stores them
 
+    @cached_property
+    def flat_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every value in one byte array, and offsets [field, row + 1] into it (what resp_bulk takes)."""
+        bases = np.cumsum([0] + [len(v.data) for v in self.values[:-1]])
+        return np.concatenate([v.data for v in self.values]), np.stack([v.offsets + base for v, base in zip(self.values, bases)])
+
 
 def _encode_batch(batch: pa.Table, project: bytes, layout: ViewLayout, timestamp_column: str) -> _Batch:
     keys = concat_rows([encode_entity_key_column(batch, layout.join_keys), project], batch.num_rows)
@@ -156,18 +163,15 @@ class _PipelinedPublisher:
         self._expire = int(key_ttl_seconds or 0)
         self._restore = not any(resp_bulk.looks_like_integer(self._fields.data, a, b)
                                 for a, b in zip(self._fields.offsets[:-1], self._fields.offsets[1:]))
-        self._pending: deque[tuple[str, int, _Batch | None, np.ndarray | None]] = deque()
+        self._pending: deque[tuple[int, int, _Batch, np.ndarray]] = deque()  # (mode, replies, batch, rows) in send order
         self.written = 0
 
     def _send(self, mode: int, batch: _Batch, rows: np.ndarray) -> np.ndarray:
         """Send `mode` commands for `rows` of `batch`; returns the rows RESTORE left to HSET."""
-        values = batch.values
-        bases = np.cumsum([0] + [len(v.data) for v in values[:-1]])
-        value_offsets = np.stack([v.offsets + base for v, base in zip(values, bases)])
-        value_data = np.concatenate([v.data for v in values])
+        value_data, value_offsets = batch.flat_values  # built once per batch, for its probe and its writes
         key_lengths = batch.keys.lengths[rows]
         bound = int(2 * key_lengths.sum() + value_offsets[:, rows + 1].sum() - value_offsets[:, rows].sum()) \
-            + len(rows) * (96 + 48 * len(values) + 2 * len(self._fields.data))
+            + len(rows) * (96 + 48 * len(batch.values) + 2 * len(self._fields.data))
         out = np.empty(bound, dtype=np.uint8)
         fallback = np.zeros(len(batch.keys), dtype=bool)
         used = self._bulk.build_commands(
@@ -179,8 +183,7 @@ class _PipelinedPublisher:
         if len(sent):
             self._connection.send(memoryview(out)[:used])
             per_row = 2 if mode == self._bulk.HSET and self._expire else 1
-            self._pending.append(({self._bulk.PROBE: "probe", self._bulk.HSET: "hset", self._bulk.RESTORE: "restore"}[mode],
-                                  len(sent) * per_row, batch, sent))
+            self._pending.append((mode, len(sent) * per_row, batch, sent))
         return skipped
 
     def probe(self, batch: _Batch) -> None:
@@ -199,19 +202,19 @@ class _PipelinedPublisher:
     def next_probe(self) -> list:
         """Read replies up to and including the next probe's; handle the writes' replies before it."""
         while True:
-            kind, count, batch, rows = self._pending.popleft()
+            mode, count, batch, rows = self._pending.popleft()
             replies = self._connection.read(count)
-            if kind == "probe":
+            if mode == self._bulk.PROBE:
                 return replies
-            self._settle(kind, replies, batch, rows)
+            self._settle(mode, replies, batch, rows)
 
     def finish(self) -> None:
         while self._pending:
-            kind, count, batch, rows = self._pending.popleft()
-            self._settle(kind, self._connection.read(count), batch, rows)
+            mode, count, batch, rows = self._pending.popleft()
+            self._settle(mode, self._connection.read(count), batch, rows)
 
-    def _settle(self, kind: str, replies: list, batch: _Batch, rows: np.ndarray) -> None:
-        if kind == "hset":
+    def _settle(self, mode: int, replies: list, batch: _Batch, rows: np.ndarray) -> None:
+        if mode == self._bulk.HSET:
             raise_errors(replies, "HSET/EXPIRE commands")
             self.written += len(rows)
             return
