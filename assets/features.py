@@ -19,7 +19,7 @@ from dagster_pyspark import LazyPySparkResource
 from assets.partitions import day_window, lookback_dates, partition_date
 from assets.resources import PlatformResource
 from pipelines.offline_store import read_partitions, write_partition
-from pipelines.registry import RAW_PARTITIONED_TABLES, FeaturePipeline, load_pipeline
+from pipelines.registry import RAW_PARTITIONED_TABLES, FeaturePipeline, pipeline_for_view
 from serving.online_writer import publish_latest, read_offline_latest
 from serving.redis_layout import layout_from_feature_view
 from serving.spark_publish import publish_latest_spark, read_offline_latest_spark
@@ -64,7 +64,7 @@ def _raw_deps(pipeline: FeaturePipeline) -> list[dg.AssetDep]:
 
 
 def feature_table_asset(view: "FeatureView", join_keys: list[str], partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    pipeline = load_pipeline(view.tags["pipeline"])
+    pipeline = pipeline_for_view(view, join_keys)
 
     @dg.asset(
         key=["features", view.name],

@@ -32,6 +32,20 @@ def _literal_inputs(source: str) -> dict[str, int] | None:
     return None
 
 
+def windowed_pipeline_info(view: dict[str, Any]) -> dict[str, Any] | None:
+    """{name, module, inputs, windows} of a view whose features are windowed aggregations (derived
+    pipeline, featurestack/windows.py); None for any other view."""
+    from featurestack.windows import TAG_WINDOW, VIEW_TAG_SOURCE, days_covering, parse_window
+
+    source = view["tags"].get(VIEW_TAG_SOURCE)
+    if not source:
+        return None
+    windows = {f["name"]: f["tags"][TAG_WINDOW] for f in view["features"] if TAG_WINDOW in f.get("tags", {})}
+    largest = max((parse_window(w) for w in windows.values()), default=None)
+    days_back = days_covering(largest) if largest else 0
+    return {"name": "windowed", "module": "pipelines/windowed.py", "inputs": {source: days_back}, "windows": windows}
+
+
 def pipeline_info(name: str | None, pipelines_dir: Path = PIPELINES_DIR) -> dict[str, Any] | None:
     """{name, module, inputs: {raw_table: days_back}, error?} of pipelines/<name>.py."""
     if not name:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalog.lineage import PIPELINES_DIR, build_lineage, load_models, pipeline_info
+from catalog.lineage import PIPELINES_DIR, build_lineage, load_models, pipeline_info, windowed_pipeline_info
 from catalog.stats import compute_table_stats, has_partitions
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ def build_snapshot(
 
     all_stats: dict[str, dict[str, Any]] = {}
     for view in views:
-        view["pipeline"] = pipeline_info(view["tags"].get("pipeline"), pipelines_dir)
+        view["pipeline"] = windowed_pipeline_info(view) or pipeline_info(view["tags"].get("pipeline"), pipelines_dir)
         view["assets"] = {"offline": f"features/{view['name']}", "online": f"online/{view['name']}"}
         view["dagster"] = status.get(view["name"])
         view["checks"] = [{**check, "kind": _check_kind(check)} for check in (view["dagster"] or {}).get("checks", [])]

@@ -4,7 +4,7 @@ The same folders are read by both offline profiles; only the source type differs
 DuckDB store reads FileSource and its Spark store reads SparkSource.
 """
 
-from feast import FileSource
+from feast import FileSource, PushSource
 from feast.data_format import ParquetFormat
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
@@ -29,3 +29,6 @@ def offline_table_source(table: str):
 
 user_velocity_source = offline_table_source("user_velocity")
 merchant_risk_source = offline_table_source("merchant_risk")
+
+# Streamed rows enter the view through this push source (FeatureStore.push, feast serve's /push).
+user_velocity_push_source = PushSource(name="user_velocity_push", batch_source=user_velocity_source)

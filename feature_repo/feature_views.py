@@ -9,7 +9,8 @@ from datetime import timedelta
 from feast import FeatureView, Field
 from feast.types import Float64, Int64
 
-from data_sources import merchant_risk_source, user_velocity_source
+from data_sources import merchant_risk_source, user_velocity_push_source
+from featurestack.windows import VIEW_TAG_EVENT_ID, VIEW_TAG_SOURCE, windowed_field
 from entities import merchant, user
 
 OWNER = "risk-data@featurestack.dev"
@@ -18,21 +19,29 @@ user_velocity = FeatureView(
     name="user_velocity",
     entities=[user],
     ttl=timedelta(days=7),
-    source=user_velocity_source,
+    # A PushSource over the parquet batch source: FeatureStore.push() and `feast serve`'s /push update
+    # the view online; the stream processor (featurestack stream) writes the same rows.
+    source=user_velocity_push_source,
     online=True,
     owner=OWNER,
     description="Spending velocity of a card holder as of each of their transactions (windows end at and include it).",
-    tags={"pipeline": "user_velocity", "freshness_sla_hours": "36", "team": "fraud"},
+    tags={"pipeline": "windowed", "freshness_sla_hours": "36", "team": "fraud",
+          VIEW_TAG_SOURCE: "transactions", VIEW_TAG_EVENT_ID: "txn_id"},
+    # Each feature is a trailing-window aggregation of the user's transactions: this declaration is the
+    # only implementation spec; the Spark batch pipeline and the stream processor are derived from it.
     schema=[
-        Field(name="txn_count_1h", dtype=Int64, description="Transactions in the last hour."),
-        Field(name="txn_count_24h", dtype=Int64, description="Transactions in the last 24 hours."),
-        Field(name="txn_count_7d", dtype=Int64, description="Transactions in the last 7 days."),
-        Field(name="amount_sum_1h", dtype=Float64, description="Amount spent in the last hour."),
-        Field(name="amount_sum_24h", dtype=Float64, description="Amount spent in the last 24 hours."),
-        Field(name="amount_sum_7d", dtype=Float64, description="Amount spent in the last 7 days."),
-        Field(name="amount_mean_7d", dtype=Float64, description="Mean transaction amount over the last 7 days (the user's norm)."),
-        Field(name="distinct_merchants_24h", dtype=Int64, description="Distinct merchants paid in the last 24 hours."),
-        Field(name="seconds_since_prev_txn", dtype=Float64, description="Seconds since the user's previous transaction (null for the first in 7 days)."),
+        windowed_field("txn_count_1h", "count", "1h", description="Transactions in the last hour."),
+        windowed_field("txn_count_24h", "count", "24h", description="Transactions in the last 24 hours."),
+        windowed_field("txn_count_7d", "count", "7d", description="Transactions in the last 7 days."),
+        windowed_field("amount_sum_1h", "sum", "1h", "amount", description="Amount spent in the last hour."),
+        windowed_field("amount_sum_24h", "sum", "24h", "amount", description="Amount spent in the last 24 hours."),
+        windowed_field("amount_sum_7d", "sum", "7d", "amount", description="Amount spent in the last 7 days."),
+        windowed_field("amount_mean_7d", "mean", "7d", "amount",
+                       description="Mean transaction amount over the last 7 days (the user's norm)."),
+        windowed_field("distinct_merchants_24h", "count_distinct", "24h", "merchant_id",
+                       description="Distinct merchants paid in the last 24 hours."),
+        windowed_field("seconds_since_prev_txn", "seconds_since_previous", "7d",
+                       description="Seconds since the user's previous transaction (null for the first in 7 days)."),
     ],
 )
 

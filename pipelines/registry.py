@@ -1,6 +1,7 @@
 """How a feature view finds the Spark function that computes it.
 
-A feature view names its pipeline in its Feast tags (`pipeline: user_velocity`); the module
+A view of windowed aggregations (featurestack/windows.py) gets a pipeline derived from them. Any other
+feature view names its pipeline in its Feast tags (`pipeline: user_velocity`); the module
 `pipelines/<name>.py` exposes `PIPELINE`, a `FeaturePipeline` saying which raw tables it reads (and
 how many days back) and the pure DataFrame function that builds one daily partition.
 """
@@ -27,6 +28,20 @@ class FeaturePipeline:
     build: Callable[[Mapping[str, DataFrame], date], DataFrame]
 
 
+def pipeline_for_view(view, join_keys: list[str]) -> FeaturePipeline:
+    """The pipeline of a Feast feature view: derived from its windowed aggregations when it declares them
+    (featurestack/windows.py), else the module its `pipeline` tag names."""
+    from featurestack.windows import WindowedView, is_windowed
+
+    if is_windowed(view):
+        from pipelines.windowed import windowed_pipeline
+
+        if len(join_keys) != 1:
+            raise LookupError(f"windowed view {view.name!r}: one join key expected, got {join_keys}")
+        return _checked(windowed_pipeline(WindowedView.from_feature_view(view, join_keys[0])))
+    return load_pipeline(view.tags["pipeline"])
+
+
 def load_pipeline(name: str) -> FeaturePipeline:
     try:
         module = importlib.import_module(f"pipelines.{name}")
@@ -35,6 +50,11 @@ def load_pipeline(name: str) -> FeaturePipeline:
     pipeline = getattr(module, "PIPELINE", None)
     if not isinstance(pipeline, FeaturePipeline):
         raise LookupError(f"feature pipeline {name!r}: pipelines/{name}.py defines no PIPELINE")
+    return _checked(pipeline)
+
+
+def _checked(pipeline: FeaturePipeline) -> FeaturePipeline:
+    name = pipeline.name
     unknown = set(pipeline.inputs) - set(RAW_PARTITIONED_TABLES) - set(RAW_DIMENSION_TABLES)
     if unknown:
         raise LookupError(f"feature pipeline {name!r} reads unknown raw tables {sorted(unknown)}")

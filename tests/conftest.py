@@ -23,6 +23,25 @@ def spark():
 
 
 @pytest.fixture(scope="session")
+def declared_views(tmp_path_factory) -> dict:
+    """The feature views as declared in feature_repo/ (parsed as `feast apply` does), by name."""
+    from featurestack.feast_repo import load_repo_contents
+    from featurestack.settings import load_settings
+
+    with platform_environment(tmp_path_factory.mktemp("declared"), "fs_declared", ""):
+        contents = load_repo_contents(load_settings())
+    return {view.name: view for view in contents.feature_views}
+
+
+@pytest.fixture(scope="session")
+def user_velocity_spec(declared_views):
+    """user_velocity's windowed aggregations, read off its declaration."""
+    from featurestack.windows import WindowedView
+
+    return WindowedView.from_feature_view(declared_views["user_velocity"], "user_id")
+
+
+@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
     """The Redis the platform would pick (REDIS_URL, 127.0.0.1:6379, or one started for the session)."""
     from featurestack.redis_server import ensure_redis

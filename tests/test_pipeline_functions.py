@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.merchant_risk import build_merchant_risk, snapshot_time
 from pipelines.raw import CHARGEBACKS, MERCHANTS, TRANSACTIONS
-from pipelines.user_velocity import build_user_velocity
+from pipelines.windowed import build_windowed_features
 
 DAY = date(2026, 11, 10)
 NOON = datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc)
@@ -27,12 +27,12 @@ def _utc(row) -> dict:
     return {**row.asDict(), "event_timestamp": row.event_timestamp.replace(tzinfo=timezone.utc)}
 
 
-def _velocity(spark, rows, day=DAY):
-    return {(r["user_id"], r["event_timestamp"]): r for r in map(_utc, build_user_velocity(_txns(spark, rows), day).collect())}
+def _velocity(spark, spec, rows, day=DAY):
+    return {(r["user_id"], r["event_timestamp"]): r for r in map(_utc, build_windowed_features(_txns(spark, rows), spec, day).collect())}
 
 
-def test_velocity_columns_and_types(spark):
-    frame = build_user_velocity(_txns(spark, [("a", 1, 10, 5.0, NOON)]), DAY)
+def test_velocity_columns_and_types(spark, user_velocity_spec):
+    frame = build_windowed_features(_txns(spark, [("a", 1, 10, 5.0, NOON)]), user_velocity_spec, DAY)
     assert [(f.name, f.dataType.simpleString()) for f in frame.schema.fields] == [
         ("user_id", "bigint"), ("event_timestamp", "timestamp"),
         ("txn_count_1h", "bigint"), ("txn_count_24h", "bigint"), ("txn_count_7d", "bigint"),
@@ -41,32 +41,32 @@ def test_velocity_columns_and_types(spark):
     ]
 
 
-def test_user_with_one_transaction(spark):
-    row = _velocity(spark, [("a", 1, 10, 5.0, NOON)])[(1, NOON)]
+def test_user_with_one_transaction(spark, user_velocity_spec):
+    row = _velocity(spark, user_velocity_spec, [("a", 1, 10, 5.0, NOON)])[(1, NOON)]
     assert (row["txn_count_1h"], row["txn_count_24h"], row["txn_count_7d"]) == (1, 1, 1)
     assert (row["amount_sum_1h"], row["amount_mean_7d"], row["distinct_merchants_24h"]) == (5.0, 5.0, 1)
     assert row["seconds_since_prev_txn"] is None
 
 
 @pytest.mark.parametrize(("window", "length"), [("1h", timedelta(hours=1)), ("24h", timedelta(days=1)), ("7d", timedelta(days=7))])
-def test_window_edges_exclude_exactly_w_and_include_w_minus_a_microsecond(spark, window, length):
+def test_window_edges_exclude_exactly_w_and_include_w_minus_a_microsecond(spark, window, length, user_velocity_spec):
     rows = [
         ("edge_out", 1, 10, 1.0, NOON - length),
         ("edge_in", 1, 11, 2.0, NOON - length + MICRO),
         ("now", 1, 12, 4.0, NOON),
     ]
-    row = _velocity(spark, rows)[(1, NOON)]
+    row = _velocity(spark, user_velocity_spec, rows)[(1, NOON)]
     assert row[f"txn_count_{window}"] == 2
     assert row[f"amount_sum_{window}"] == 6.0
 
 
-def test_same_instant_transactions_are_one_row_and_merchants_are_distinct(spark):
+def test_same_instant_transactions_are_one_row_and_merchants_are_distinct(spark, user_velocity_spec):
     rows = [
         ("a", 1, 10, 1.0, NOON - timedelta(minutes=30)),
         ("b", 1, 10, 2.0, NOON),
         ("c", 1, 11, 3.0, NOON),
     ]
-    result = _velocity(spark, rows)
+    result = _velocity(spark, user_velocity_spec, rows)
     assert len(result) == 2
     row = result[(1, NOON)]
     assert (row["txn_count_1h"], row["amount_sum_1h"], row["distinct_merchants_24h"]) == (3, 6.0, 2)
@@ -74,11 +74,11 @@ def test_same_instant_transactions_are_one_row_and_merchants_are_distinct(spark)
     assert row["seconds_since_prev_txn"] == 1800.0
 
 
-def test_only_the_partition_day_is_output_but_lookback_counts(spark):
+def test_only_the_partition_day_is_output_but_lookback_counts(spark, user_velocity_spec):
     yesterday = NOON - timedelta(days=1)
     tomorrow = NOON + timedelta(days=1)
     rows = [("old", 1, 10, 10.0, yesterday), ("today", 1, 10, 1.0, NOON), ("next", 1, 10, 1.0, tomorrow), ("other", 2, 10, 1.0, NOON)]
-    result = _velocity(spark, rows)
+    result = _velocity(spark, user_velocity_spec, rows)
     assert sorted(result) == [(1, NOON), (2, NOON)]
     assert result[(1, NOON)]["txn_count_7d"] == 2 and result[(1, NOON)]["txn_count_24h"] == 1
     assert result[(1, NOON)]["seconds_since_prev_txn"] == 86400.0
