@@ -65,6 +65,37 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from featurestack.redis_server import ensure_redis
+    from serving.online_reader import online_store_client
+    from streaming.processor import StreamProcessor
+    from streaming.views import streamed_views
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = load_settings()
+    url = ensure_redis(settings.redis_url, settings.state_dir).url
+    views = streamed_views(settings, url)
+    if args.view not in views:
+        print(f"no windowed feature view {args.view!r}; windowed views: {sorted(views) or 'none'}", file=sys.stderr)
+        return 2
+    view = views[args.view]
+    client = online_store_client(url, timeout_s=5.0)
+    processor = StreamProcessor(client, settings.feast_project, view.spec, view.layout, settings.stream.partitions,
+                                settings.stream.batch_events, settings.stream.block_ms)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"stream processor {processor.name}: {view.spec.source_table} events -> {args.view} in Redis {url} "
+          f"(project {settings.feast_project}, {settings.stream.partitions} partitions); Ctrl-C stops it", flush=True)
+    processor.run(stop)
+    print(f"stopped: {processor.rows_written:,} rows written", flush=True)
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from featurestack.status import print_status
 
@@ -188,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(handler=_cmd_serve)
+
+    stream = commands.add_parser("stream", help="the stream processor: events from the log -> windowed features in Redis")
+    stream.add_argument("--view", default="user_velocity", help="the windowed feature view to keep fresh")
+    stream.set_defaults(handler=_cmd_stream)
 
     status = commands.add_parser("status", help="what is in the lake, the registry and Redis")
     status.set_defaults(handler=_cmd_status)

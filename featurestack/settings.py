@@ -56,6 +56,22 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    log: str = "redis"  # the event log: redis (Redis Streams in the online store's Redis) or nats (JetStream)
+    nats_url: str = "nats://127.0.0.1:4222"
+    partitions: int = 4  # event log partitions (by entity hash): the most processors that share the work
+    batch_events: int = 1000  # events read per call
+    block_ms: int = 5  # how long a read waits for events when none are queued
+    publish_scored: bool = False  # serving appends each transaction it scored to the event log
+
+    def __post_init__(self) -> None:
+        if self.log not in ("redis", "nats"):
+            raise ValueError(f"FEATURESTACK_STREAM_LOG must be redis or nats, got {self.log!r}")
+        if self.partitions < 1:
+            raise ValueError(f"FEATURESTACK_STREAM_PARTITIONS must be at least 1, got {self.partitions}")
+
+
+@dataclass(frozen=True)
 class Settings:
     state_dir: Path
     data_dir: Path
@@ -72,6 +88,7 @@ class Settings:
     registry_db_url: str = ""
     redis_type: str = "redis"  # or redis_cluster (REDIS_URL then names one node of the cluster)
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
+    stream: StreamSettings = field(default_factory=lambda: StreamSettings())
 
     @property
     def landing_dir(self) -> Path:
@@ -157,6 +174,14 @@ def load_settings() -> Settings:
             device=_env("FEATURESTACK_SERVING_DEVICE", "auto"),
             max_body_bytes=int(_env("FEATURESTACK_SERVING_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
             api_key=_env("FEATURESTACK_API_KEY", ""),
+        ),
+        stream=StreamSettings(
+            log=_env("FEATURESTACK_STREAM_LOG", "redis"),
+            nats_url=_env("NATS_URL", "nats://127.0.0.1:4222"),
+            partitions=int(_env("FEATURESTACK_STREAM_PARTITIONS", "4")),
+            batch_events=int(_env("FEATURESTACK_STREAM_BATCH_EVENTS", "1000")),
+            block_ms=int(_env("FEATURESTACK_STREAM_BLOCK_MS", "5")),
+            publish_scored=_env("FEATURESTACK_SERVING_PUBLISH_EVENTS", "0") in ("1", "true", "yes"),
         ),
     )
 

@@ -137,9 +137,10 @@ def _stored_nanos(replies: list) -> np.ndarray:
     return np.array([decode_timestamp(reply) if reply else 0 for reply in replies], dtype=np.int64)
 
 
-def _rows_to_write(stored: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """Feast's monotonic rule: write when nothing is stored yet or the new timestamp is strictly newer."""
-    return np.flatnonzero((stored == 0) | (new > stored))
+def _rows_to_write(stored: np.ndarray, new: np.ndarray, replace_equal: bool) -> np.ndarray:
+    """Feast's monotonic rule: write when nothing is stored yet or the new timestamp is strictly newer
+    (`replace_equal`: or equal, for a stream correcting the row of an instant it wrote before)."""
+    return np.flatnonzero((stored == 0) | (new > stored) | ((new == stored) & replace_equal))
 
 
 # RESTORE error replies that mean "write this key with HSET instead": the key exists (another view's
@@ -234,7 +235,7 @@ class _PipelinedPublisher:
 
 
 def _publish_pipelined(client: redis.Redis, project: bytes, layout: ViewLayout, latest: pa.Table, batch_size: int,
-                       key_ttl_seconds: int | None, timestamp_column: str) -> int:
+                         key_ttl_seconds: int | None, timestamp_column: str, replace_equal: bool) -> int:
     starts = range(0, latest.num_rows, batch_size)
     if not starts:
         return 0
@@ -248,14 +249,14 @@ def _publish_pipelined(client: redis.Redis, project: bytes, layout: ViewLayout, 
             if start + batch_size < latest.num_rows:
                 following = _encode_batch(latest.slice(start + batch_size, batch_size), project, layout, timestamp_column)
                 publisher.probe(following)
-            publisher.write(batch, _rows_to_write(stored, batch.nanos), stored)
+            publisher.write(batch, _rows_to_write(stored, batch.nanos, replace_equal), stored)
             batch = following
         publisher.finish()
     return publisher.written
 
 
 def _publish_routed(client, project: bytes, layout: ViewLayout, latest: pa.Table, batch_size: int,
-                    key_ttl_seconds: int | None, timestamp_column: str) -> int:
+                    key_ttl_seconds: int | None, timestamp_column: str, replace_equal: bool) -> int:
     """A RedisCluster (or any non-plain client): redis-py's pipeline routes each command by hash slot."""
     fields = layout.feature_fields() + [layout.ts_field]
     written = 0
@@ -266,7 +267,7 @@ def _publish_routed(client, project: bytes, layout: ViewLayout, latest: pa.Table
         for key in keys:
             pipe.hget(key, layout.ts_field)
         stored = np.array([decode_timestamp(reply) if reply else 0 for reply in pipe.execute()], dtype=np.int64)
-        rows = _rows_to_write(stored, batch.nanos)
+        rows = _rows_to_write(stored, batch.nanos, replace_equal)
         columns = [values.to_list() for values in batch.values]
         pipe = client.pipeline(transaction=False)
         for row in rows:
@@ -289,6 +290,7 @@ def publish_latest(
     batch_size: int = 20_000,
     key_ttl_seconds: int | None = None,
     timestamp_column: str = "event_timestamp",
+    replace_equal: bool = False,
 ) -> PublishResult:
     """Write the newest row per entity of `table` (join keys, features, timestamp column) to Redis
     (`client`: redis.Redis, or redis.cluster.RedisCluster for a Redis Cluster).
@@ -300,7 +302,7 @@ def publish_latest(
         raise ValueError(f"view {layout.name}: input table lacks column(s) {missing}")
     latest = table if _one_row_per_entity(table, join_key_names) else latest_per_entity(table, join_key_names, timestamp_column)
     publish = _publish_pipelined if isinstance(client, redis.Redis) else _publish_routed
-    written = publish(client, project.encode(), layout, latest, batch_size, key_ttl_seconds, timestamp_column)
+    written = publish(client, project.encode(), layout, latest, batch_size, key_ttl_seconds, timestamp_column, replace_equal)
     return PublishResult(
         entities=latest.num_rows,
         written=written,

@@ -1,0 +1,93 @@
+"""Events on the log: how a record is written, partitioned and parsed (strictly, with a reason when not)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import mmh3
+
+from featurestack.windows import WindowedView
+from streaming.aggregator import Event
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class MalformedEvent(ValueError):
+    """An event the processor cannot apply; its message is the dead-letter reason."""
+
+
+def partition_of(entity: Any, partitions: int) -> int:
+    """Every producer puts an entity's events on the same partition, so one processor sees them in order."""
+    return mmh3.hash(str(entity), signed=False) % partitions
+
+
+def format_timestamp(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError(f"event timestamp {value!r} has no time zone")
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def encode_event(record: Mapping[str, Any], spec: WindowedView) -> dict[str, str]:
+    """The log entry of one record: the event id, entity key, timestamp and aggregated columns as text."""
+    fields = {spec.event_id: str(record[spec.event_id]), spec.entity_key: str(int(record[spec.entity_key])),
+              spec.timestamp: format_timestamp(record[spec.timestamp])}
+    for column in spec.value_columns:
+        fields[column] = repr(record[column]) if isinstance(record[column], float) else str(record[column])
+    return fields
+
+
+def _text(fields: Mapping[Any, Any], name: str) -> str:
+    value = fields.get(name, fields.get(name.encode()))
+    if value is None:
+        raise MalformedEvent(f"missing field {name!r}")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _micros(text: str, name: str) -> int:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise MalformedEvent(f"field {name!r}: not an ISO 8601 timestamp: {text[:64]!r}") from None
+    if value.tzinfo is None:
+        raise MalformedEvent(f"field {name!r}: timestamp without a time zone: {text[:64]!r}")
+    return (value - _EPOCH) // _ONE_MICROSECOND
+
+
+_ONE_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc) - _EPOCH
+
+
+def _integer(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise MalformedEvent(f"field {name!r}: not an integer: {text[:64]!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise MalformedEvent(f"field {name!r}: outside INT64: {text[:64]!r}")
+    return value
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise MalformedEvent(f"field {name!r}: not a number: {text[:64]!r}") from None
+    if not math.isfinite(value):
+        raise MalformedEvent(f"field {name!r}: not finite: {text[:64]!r}")
+    return value
+
+
+def parse_event(fields: Mapping[Any, Any], spec: WindowedView) -> Event:
+    """Event of a log entry, or MalformedEvent naming the field and what is wrong with it."""
+    event_id = _text(fields, spec.event_id)
+    if not event_id:
+        raise MalformedEvent(f"field {spec.event_id!r}: empty event id")
+    values: dict[str, Any] = {}
+    summed = {f.column for f in spec.features if f.function in ("sum", "mean")}
+    for column in spec.value_columns:
+        text = _text(fields, column)
+        values[column] = _number(text, column) if column in summed else text
+    return Event(event_id, _integer(_text(fields, spec.entity_key), spec.entity_key),
+                 _micros(_text(fields, spec.timestamp), spec.timestamp), values)
