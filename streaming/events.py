@@ -30,13 +30,14 @@ def format_timestamp(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def encode_event(record: Mapping[str, Any], spec: WindowedView) -> dict[str, str]:
-    """The log entry of one record: the event id, entity key, timestamp and aggregated columns as text."""
-    fields = {spec.event_id: str(record[spec.event_id]), spec.entity_key: str(int(record[spec.entity_key])),
-              spec.timestamp: format_timestamp(record[spec.timestamp])}
-    for column in spec.value_columns:
-        fields[column] = repr(record[column]) if isinstance(record[column], float) else str(record[column])
-    return fields
+def encode_record(record: Mapping[str, Any]) -> dict[str, str]:
+    """The log entry of one record (every field, as text; each windowed view reads the fields it needs)."""
+    def text(value: Any) -> str:
+        if isinstance(value, datetime):
+            return format_timestamp(value)
+        return repr(value) if isinstance(value, float) else str(value)
+
+    return {name: text(value) for name, value in record.items() if value is not None}
 
 
 def _text(fields: Mapping[Any, Any], name: str) -> str:

@@ -31,7 +31,7 @@ from serving.online_writer import publish_latest
 from serving.redis_layout import ViewLayout
 from streaming.aggregator import Outcome, Row, WindowAggregator
 from streaming.events import MalformedEvent, parse_event
-from streaming.redis_log import RedisEventLog, log_prefix
+from streaming.redis_log import RedisEventLog
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,9 @@ class StreamProcessor:
         self.batch_events, self.block_ms = batch_events, block_ms
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.group = f"windows:{spec.view}"
-        self.log = RedisEventLog(client, project, spec.source_table, partitions, self.group)
-        self.membership = Membership(client, f"{log_prefix(project, spec.source_table)}:{self.group}", self.name, partitions)
-        self.stats_key = f"{log_prefix(project, spec.source_table)}:{self.group}:stats"
+        self.log = RedisEventLog(client, project, spec.source_table, spec.entity_key, partitions, self.group)
+        self.membership = Membership(client, f"{self.log.prefix}:{self.group}", self.name, partitions)
+        self.stats_key = f"{self.log.prefix}:{self.group}:stats"
         self.held: dict[int, _Partition] = {}
         self.rows_written = 0
         self._last_membership = 0.0

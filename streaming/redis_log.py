@@ -18,26 +18,28 @@ CONSUMER = "owner"
 _HISTORY_PAGE = 5_000
 
 
-def log_prefix(project: str, table: str) -> str:
-    return f"featurestack:{project}:events:{table}"
+def log_prefix(project: str, table: str, partition_key: str) -> str:
+    """Events of `table`, partitioned by the hash of `partition_key` (a windowed view of that entity reads them)."""
+    return f"featurestack:{project}:events:{table}:{partition_key}"
 
 
 class RedisEventLog:
-    def __init__(self, client: redis.Redis, project: str, table: str, partitions: int, group: str = ""):
+    def __init__(self, client: redis.Redis, project: str, table: str, partition_key: str, partitions: int, group: str = ""):
         self.client = client
-        self.prefix = log_prefix(project, table)
+        self.prefix = log_prefix(project, table, partition_key)
+        self.partition_key = partition_key
         self.partitions = partitions
         self.group = group
         self.keys = [f"{self.prefix}:{p}" for p in range(partitions)]
 
     # producer side
-    def append(self, entries: Sequence[Mapping[str, str]], entity_field: str) -> None:
+    def append(self, entries: Sequence[Mapping[str, str]]) -> None:
         """Append entries (encoded events) to their entities' partitions, in order, in one round trip. An
         entry without an entity key still lands (on the partition of the empty key): the processor then
         dead-letters it with its reason rather than the producer losing it."""
         pipe = self.client.pipeline(transaction=False)
         for fields in entries:
-            pipe.xadd(self.keys[partition_of(fields.get(entity_field, ""), self.partitions)], fields)
+            pipe.xadd(self.keys[partition_of(fields.get(self.partition_key, ""), self.partitions)], fields)
         pipe.execute()
 
     # consumer side

@@ -18,9 +18,9 @@ import redis
 from featurestack.redis_server import project_keys
 from serving.redis_layout import ViewLayout
 from streaming.aggregator import WindowAggregator
-from streaming.events import encode_event, parse_event
+from streaming.events import encode_record, parse_event
 from streaming.processor import StreamProcessor
-from streaming.redis_log import RedisEventLog, log_prefix
+from streaming.redis_log import RedisEventLog
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +41,13 @@ def _records(count: int, seed: int) -> list[dict]:
 
 
 def _entries(spec, records) -> list[dict]:
-    entries = [encode_event(record, spec) for record in records]
+    entries = [encode_record(record) for record in records]
     entries.insert(50, dict(entries[10]))  # a re-delivered event
     entries.insert(100, {"txn_id": "bad-1", "merchant_id": "3", "amount": "5.0", "event_timestamp": "2026-11-10T01:00:00Z"})
     entries.insert(150, {**entries[5], "txn_id": "bad-2", "amount": "a lot"})
     entries.insert(200, {**entries[6], "txn_id": "bad-3", "event_timestamp": "yesterday"})
     # Far older than user 1's newest event minus the largest window: too late.
-    entries.append({**encode_event({**records[0], "txn_id": "late-1", "user_id": 1}, spec),
+    entries.append({**encode_record({**records[0], "txn_id": "late-1", "user_id": 1}),
                     "event_timestamp": "2026-10-01T00:00:00.000000Z"})
     return entries
 
@@ -107,8 +107,8 @@ def test_rows_equal_the_aggregator_and_bad_events_are_dead_lettered_once(redis_u
     project = projects()
     records = _records(3000, seed=1)
     entries = _entries(spec, records)
-    log = RedisEventLog(redis.Redis.from_url(redis_url), project, spec.source_table, PARTITIONS, f"windows:{spec.view}")
-    log.append(entries, spec.entity_key)
+    log = RedisEventLog(redis.Redis.from_url(redis_url), project, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}")
+    log.append(entries)
     processor = _processor(redis_url, project, velocity)
     _drain(processor, log)
 
@@ -138,7 +138,7 @@ def test_rows_equal_the_aggregator_and_bad_events_are_dead_lettered_once(redis_u
 
     reasons = sorted(fields[b"dead_letter_reason"].decode().split(":")[0] for p in range(PARTITIONS) for _, fields in log.dead_letters(p))
     assert reasons == ["late", "malformed", "malformed", "malformed"]
-    stats = redis.Redis.from_url(redis_url).hgetall(f"{log_prefix(project, spec.source_table)}:windows:{spec.view}:stats")
+    stats = redis.Redis.from_url(redis_url).hgetall(processor.stats_key)
     assert sum(int(v) for k, v in stats.items() if k.endswith(b":duplicate")) == 1
 
 
@@ -147,13 +147,13 @@ def test_sigkill_mid_stream_then_restart_leaves_redis_byte_identical(redis_url, 
     entries = _entries(spec, _records(4000, seed=2))
     uninterrupted, killed = projects(), projects()
     for project in (uninterrupted, killed):
-        RedisEventLog(redis.Redis.from_url(redis_url), project, spec.source_table, PARTITIONS, f"windows:{spec.view}").append(entries, spec.entity_key)
-    log = RedisEventLog(redis.Redis.from_url(redis_url), uninterrupted, spec.source_table, PARTITIONS, f"windows:{spec.view}")
+        RedisEventLog(redis.Redis.from_url(redis_url), project, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}").append(entries)
+    log = RedisEventLog(redis.Redis.from_url(redis_url), uninterrupted, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}")
     _drain(_processor(redis_url, uninterrupted, velocity), log)
 
     child = multiprocessing.get_context("fork").Process(target=_run_in_child, args=(redis_url, killed, velocity))
     child.start()
-    killed_log = RedisEventLog(redis.Redis.from_url(redis_url), killed, spec.source_table, PARTITIONS, f"windows:{spec.view}")
+    killed_log = RedisEventLog(redis.Redis.from_url(redis_url), killed, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}")
     deadline = time.monotonic() + 60
     while sum(killed_log.lag().values()) > len(entries) // 2 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -173,9 +173,9 @@ def test_a_second_processor_joins_and_leaves_the_group(redis_url, velocity, proj
     entries = _entries(spec, _records(3000, seed=3))
     reference, shared = projects(), projects()
     for project in (reference, shared):
-        RedisEventLog(redis.Redis.from_url(redis_url), project, spec.source_table, PARTITIONS, f"windows:{spec.view}").append(entries[:1500], spec.entity_key)
-    reference_log = RedisEventLog(redis.Redis.from_url(redis_url), reference, spec.source_table, PARTITIONS, f"windows:{spec.view}")
-    shared_log = RedisEventLog(redis.Redis.from_url(redis_url), shared, spec.source_table, PARTITIONS, f"windows:{spec.view}")
+        RedisEventLog(redis.Redis.from_url(redis_url), project, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}").append(entries[:1500])
+    reference_log = RedisEventLog(redis.Redis.from_url(redis_url), reference, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}")
+    shared_log = RedisEventLog(redis.Redis.from_url(redis_url), shared, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}")
     first = _processor(redis_url, shared, velocity, name="a-first")
     _drain(first, shared_log)
     # A second member joins: the partitions are split between the two.
@@ -184,7 +184,7 @@ def test_a_second_processor_joins_and_leaves_the_group(redis_url, velocity, proj
     first._rebalance()
     second._rebalance()
     assert sorted(first.held) == [0, 2] and sorted(second.held) == [1, 3]
-    shared_log.append(entries[1500:], spec.entity_key)
+    shared_log.append(entries[1500:])
     for _ in range(200):
         first.step()
         second.step()
@@ -195,6 +195,6 @@ def test_a_second_processor_joins_and_leaves_the_group(redis_url, velocity, proj
     second.run(stop)
     first._rebalance()
     assert sorted(first.held) == [0, 1, 2, 3]
-    reference_log.append(entries[1500:], spec.entity_key)
+    reference_log.append(entries[1500:])
     _drain(_processor(redis_url, reference, velocity), reference_log)
     assert _online_state(redis_url, shared) == _online_state(redis_url, reference)
