@@ -18,6 +18,8 @@ COPY featurestack featurestack
 COPY pipelines pipelines
 COPY assets assets
 COPY serving serving
+COPY eventlog eventlog
+COPY streaming streaming
 COPY validations validations
 COPY catalog catalog
 COPY training training

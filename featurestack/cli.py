@@ -96,6 +96,16 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from featurestack.redis_server import ensure_redis
+    from featurestack.replay import print_report, replay_day
+
+    settings = load_settings()
+    report = replay_day(settings, ensure_redis(settings.redis_url, settings.state_dir).url, args.day, args.mode, args.limit)
+    print_report(report)
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from featurestack.status import print_status
 
@@ -223,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     stream = commands.add_parser("stream", help="the stream processor: events from the log -> windowed features in Redis")
     stream.add_argument("--view", default="user_velocity", help="the windowed feature view to keep fresh")
     stream.set_defaults(handler=_cmd_stream)
+
+    replay = commands.add_parser("replay", help="score a landed day through serving in event order and measure training/serving skew")
+    replay.add_argument("--day", type=date.fromisoformat, default=None, help="YYYY-MM-DD (default: the last landed day)")
+    replay.add_argument("--mode", choices=("stream", "daily"), default="stream",
+                        help="stream: the stream processor keeps features fresh; daily: only the nightly publish")
+    replay.add_argument("--limit", type=int, default=None, help="only the day's first N transactions")
+    replay.set_defaults(handler=_cmd_replay)
 
     status = commands.add_parser("status", help="what is in the lake, the registry and Redis")
     status.set_defaults(handler=_cmd_status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +44,15 @@ class Predictor:
 
     `device`: auto | cpu | cuda (see serving.runner.load_runner)."""
 
-    def __init__(self, model_dir: Path, client: redis.Redis, device: str = "auto"):
+    def __init__(self, model_dir: Path, client: redis.Redis, device: str = "auto", project: str | None = None):
+        """`project`: the Feast project whose online store to read (default: the one the model was trained in)."""
         self.manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
         layouts = [
-            ViewLayout(name=view, join_keys=tuple(map(tuple, spec["join_keys"])), features=tuple(map(tuple, spec["features"])))
+            ViewLayout(name=view, join_keys=tuple(map(tuple, spec["join_keys"])), features=tuple(map(tuple, spec["features"])),
+                       ttl=timedelta(seconds=spec["ttl_seconds"]) if spec.get("ttl_seconds") else None)
             for view, spec in self.manifest["feature_views"].items()
         ]
-        self.reader = OnlineFeatureReader(client, self.manifest["project"], layouts, self.manifest["feature_refs"])
+        self.reader = OnlineFeatureReader(client, project or self.manifest["project"], layouts, self.manifest["feature_refs"])
         self.runner = load_runner(model_dir, self.manifest, device)
         self._user_mean_column = self.manifest["feature_refs"].index(self.manifest["user_mean_feature"])
 
@@ -61,10 +64,12 @@ class Predictor:
     def device(self) -> str:
         return self.runner.device
 
-    def features(self, entities: dict[str, np.ndarray]) -> OnlineFeatures:
-        return self.reader.read(entities)
+    def features(self, entities: dict[str, np.ndarray], as_of_nanos: np.ndarray | int) -> OnlineFeatures:
+        return self.reader.read(entities, as_of_nanos)
 
-    def predict(self, user_ids: np.ndarray, merchant_ids: np.ndarray, amounts: np.ndarray) -> Scored:
-        features = self.reader.read({"user_id": user_ids, "merchant_id": merchant_ids})
+    def predict(self, user_ids: np.ndarray, merchant_ids: np.ndarray, amounts: np.ndarray, as_of_nanos: np.ndarray) -> Scored:
+        """Scores with the features as of `as_of_nanos` (per row): values older than their view's TTL are
+        missing, as in the training set."""
+        features = self.reader.read({"user_id": user_ids, "merchant_id": merchant_ids}, as_of_nanos)
         inputs = model_inputs(features.values, features.missing_entity, amounts, self._user_mean_column)
         return Scored(scores=self.runner.probabilities(inputs), features=features)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import enum
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from eventlog.events import Event
 from featurestack.windows import WindowedFeature, WindowedView
 
 
@@ -24,14 +25,6 @@ class Outcome(enum.Enum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # an event id already applied (at-least-once delivery): ignored
     LATE = "late"  # older than the entity's newest event minus the allowed lateness: dead-lettered
-
-
-@dataclass(frozen=True)
-class Event:
-    event_id: str
-    entity: Any
-    micros: int  # event time, microseconds since the epoch (UTC)
-    values: Mapping[str, Any]  # the aggregated columns
 
 
 @dataclass(frozen=True)

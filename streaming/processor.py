@@ -30,8 +30,8 @@ from featurestack.windows import WindowedView
 from serving.online_writer import publish_latest
 from serving.redis_layout import ViewLayout
 from streaming.aggregator import Outcome, Row, WindowAggregator
-from streaming.events import MalformedEvent, parse_event
-from streaming.redis_log import RedisEventLog
+from eventlog.events import MalformedEvent, parse_event
+from eventlog.redis_streams import RedisEventLog
 
 log = logging.getLogger(__name__)
 

@@ -151,7 +151,7 @@ def test_overload_is_refused_fast_and_the_server_recovers(overloadable_server, s
     model_dir = serving_settings.state_dir / "models" / "fraud_detection_v1" / "test-v1"
     predictor = Predictor(model_dir, redis.Redis.from_url(serving_settings.redis_url), device="cpu")
     columns = {key: np.array([t[key] for t, *_ in accepted]) for key in ("user_id", "merchant_id", "amount")}
-    expected = predictor.predict(columns["user_id"], columns["merchant_id"], columns["amount"].astype(float)).scores
+    expected = predictor.predict(columns["user_id"], columns["merchant_id"], columns["amount"].astype(float), time.time_ns()).scores
     served = [body["predictions"] for _, body, _ in accepted]
     assert all(len(p) == 1 and not p[0]["missing_features"] for p in served)
     np.testing.assert_allclose([p[0]["fraud_probability"] for p in served], expected, rtol=1e-5)

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from pipelines.raw import TRANSACTIONS
 from pipelines.windowed import build_windowed_features
-from streaming.aggregator import Event, Outcome, WindowAggregator
+from eventlog.events import Event
+from streaming.aggregator import Outcome, WindowAggregator
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,9 @@ import redis
 from featurestack.redis_server import project_keys
 from serving.redis_layout import ViewLayout
 from streaming.aggregator import WindowAggregator
-from streaming.events import encode_record, parse_event
+from eventlog.events import encode_record, parse_event
 from streaming.processor import StreamProcessor
-from streaming.redis_log import RedisEventLog
+from eventlog.redis_streams import RedisEventLog
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,7 @@ def test_rows_equal_the_aggregator_and_bad_events_are_dead_lettered_once(redis_u
     # What Redis holds is the newest row per user of an aggregator fed the same events in log order.
     reference = WindowAggregator(spec)
     newest = {}
-    from streaming.events import MalformedEvent, partition_of
+    from eventlog.events import MalformedEvent, partition_of
 
     by_partition = {p: [e for e in entries if "user_id" in e and partition_of(e["user_id"], PARTITIONS) == p] for p in range(PARTITIONS)}
     for partition_entries in by_partition.values():

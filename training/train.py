@@ -158,6 +158,8 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
                 "fingerprint": view_fingerprint(registered[view]),
                 "join_keys": [list(pair) for pair in layouts[view].join_keys],
                 "features": [list(pair) for pair in layouts[view].features],
+                # Serving treats older values as missing, as the point-in-time join did (None: no TTL).
+                "ttl_seconds": int(layouts[view].ttl.total_seconds()) if layouts[view].ttl else None,
             }
             for view in views
         },

@@ -1,18 +1,28 @@
-"""Events on the log: how a record is written, partitioned and parsed (strictly, with a reason when not)."""
+"""Events on the log: how a record is written, partitioned and parsed (strictly, with a reason when not).
+
+The event log is its own layer: producers (serving, replay) and the stream processor both sit above it."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import mmh3
 
 from featurestack.windows import WindowedView
-from streaming.aggregator import Event
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: str
+    entity: Any
+    micros: int  # event time, microseconds since the epoch (UTC)
+    values: Mapping[str, Any]  # the aggregated columns
 
 
 class MalformedEvent(ValueError):

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from streaming.events import partition_of
+from eventlog.events import partition_of
 
 CONSUMER = "owner"
 _HISTORY_PAGE = 5_000

@@ -1,0 +1,262 @@
+"""Replay a landed day through serving and measure training/serving skew.
+
+The day's transactions are scored by the real serving app (/predict, the promoted model), in event
+order, against an online store that holds what it held when the day began (every view's offline rows
+before that day, published under a replay project of its own). Then, per transaction, the served
+feature vector is compared with the point-in-time vector the training set has for it (Feast's
+get_historical_features, entity timestamp one microsecond before the transaction).
+
+mode `stream`: serving appends each scored transaction to the event log and the stream processor
+    (featurestack stream's code, in a thread) keeps user_velocity fresh; the next instant is scored
+    once the previous one is visible (a replay faster than real time must wait for it).
+mode `daily`: no stream: the online store stays as the nightly publish left it (the platform before
+    the stream existed).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import httpx
+import numpy as np
+import pandas as pd
+import redis
+import uvicorn
+
+from eventlog.events import encode_record
+from eventlog.redis_streams import RedisEventLog
+from featurestack.lake import partition_dates
+from featurestack.redis_server import free_port, project_keys
+from featurestack.settings import Settings
+from serving.online_reader import online_store_client
+from serving.online_writer import publish_latest, read_offline_latest
+from serving.predictor import MANIFEST_FILE, resolve_model_dir
+from serving.redis_layout import ViewLayout
+from streaming.processor import StreamProcessor
+from streaming.views import streamed_views
+
+TRANSACTION_COLUMNS = ("txn_id", "user_id", "merchant_id", "amount", "event_timestamp")
+
+
+@dataclass
+class ReplayReport:
+    day: date
+    mode: str
+    transactions: int
+    mismatched: int  # transactions whose served vector differs from the training vector
+    mismatched_by_view: dict[str, int]
+    served_roc_auc: float
+    training_vector_roc_auc: float
+    holdout_roc_auc: float | None  # the model's own holdout metric, when this day was its holdout
+    served_pr_auc: float
+    training_vector_pr_auc: float
+    seconds: float
+    examples: list[dict] = field(default_factory=list)
+
+    @property
+    def skew(self) -> float:
+        return self.mismatched / self.transactions if self.transactions else 0.0
+
+
+def _transactions(settings: Settings, days: list[date]) -> pd.DataFrame:
+    paths = [str(settings.raw_dir / "transactions" / f"date={day.isoformat()}" / "*.parquet") for day in days]
+    frame = duckdb.sql(f"SELECT {', '.join(TRANSACTION_COLUMNS)} FROM read_parquet({paths!r}) ORDER BY event_timestamp, txn_id").df()
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return frame
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [encode_record({"txn_id": t, "user_id": int(u), "merchant_id": int(m), "amount": float(a), "event_timestamp": ts.to_pydatetime()})
+            for t, u, m, a, ts in frame[list(TRANSACTION_COLUMNS)].itertuples(index=False)]
+
+
+def _clear(client: redis.Redis, project: str) -> None:
+    keys = list(project_keys(client, project)) + list(client.scan_iter(f"featurestack:{project}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start:start + 1000])
+
+
+def _publish_as_of(settings: Settings, client: redis.Redis, project: str, manifest: dict, day: date) -> None:
+    """Every view's latest offline row from before `day`, as the nightly publishes left the store."""
+    for view, spec in manifest["feature_views"].items():
+        table_dir = settings.offline_dir / view
+        before = [d.isoformat() for d in partition_dates(table_dir) if d < day]
+        if not before:
+            continue
+        layout = ViewLayout(view, tuple(map(tuple, spec["join_keys"])), tuple(map(tuple, spec["features"])))
+        latest = read_offline_latest(table_dir, [key for key, _ in layout.join_keys], dates=before)
+        publish_latest(client, project, layout, latest)
+
+
+def _wait_until_processed(log: RedisEventLog, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(log.lag().values()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the stream processor did not catch up within {timeout_s} s: lag {log.lag()}")
+        time.sleep(0.0005)
+
+
+class _Server:
+    """The serving app on uvicorn in a thread, on a free local port."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the serving app did not start")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def _training_vectors(settings: Settings, redis_url: str, manifest: dict, day_frame: pd.DataFrame) -> pd.DataFrame:
+    from featurestack.feast_repo import open_store
+
+    store = open_store(settings, redis_url)
+    entities = day_frame[["txn_id", "user_id", "merchant_id", "amount"]].copy()
+    entities["event_timestamp"] = day_frame["event_timestamp"] - pd.Timedelta(microseconds=1)
+    frame = store.get_historical_features(entity_df=entities, features=store.get_feature_service(manifest["feature_service"]),
+                                          full_feature_names=True).to_df()
+    refs = manifest["feature_refs"]
+    return frame.rename(columns={ref.replace(":", "__"): ref for ref in refs}).set_index("txn_id")
+
+
+def _labels(settings: Settings, txn_ids: pd.Series) -> np.ndarray:
+    charged = set(duckdb.sql(f"SELECT DISTINCT txn_id FROM read_parquet('{settings.raw_dir / 'chargebacks'}/*/*.parquet')").df()["txn_id"])
+    return txn_ids.isin(charged).to_numpy().astype(int)
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    from training.model import average_precision, roc_auc
+
+    return float(roc_auc(labels, scores)), float(average_precision(labels, scores))
+
+
+def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode: str = "stream", limit: int | None = None) -> ReplayReport:
+    """Replay `day` (default: the last landed one) in `mode` (stream | daily) and compare served vectors
+    with the training set's. `limit`: only the day's first N transactions."""
+    from dataclasses import replace
+
+    from serving.app import create_app
+    from serving.runner import load_runner
+    from training.features import model_inputs
+
+    if mode not in ("stream", "daily"):
+        raise ValueError(f"mode must be stream or daily, got {mode!r}")
+    started = time.perf_counter()
+    model_dir = resolve_model_dir(settings)
+    manifest = json.loads((Path(model_dir) / MANIFEST_FILE).read_text())
+    days = partition_dates(settings.raw_dir / "transactions")
+    day = day or days[-1]
+    day_frame = _transactions(settings, [day])
+    if limit:
+        day_frame = day_frame.head(limit)
+    project = f"{settings.feast_project}_replay"
+    client = redis.Redis.from_url(redis_url)
+    _clear(client, project)
+    _publish_as_of(settings, client, project, manifest, day)
+
+    replay_settings = replace(settings, feast_project=project, redis_url=redis_url,
+                              serving=replace(settings.serving, model_dir=str(model_dir)),
+                              stream=replace(settings.stream, publish_scored=mode == "stream"))
+    stop = threading.Event()
+    processor_thread = None
+    log = RedisEventLog(client, project, "transactions", "user_id", settings.stream.partitions, "windows:user_velocity")
+    if mode == "stream":
+        view = streamed_views(settings, redis_url)["user_velocity"]
+        processor = StreamProcessor(online_store_client(redis_url, 5.0), project, view.spec, view.layout,
+                                    settings.stream.partitions, settings.stream.batch_events, block_ms=1)
+        # The processor's windows need the days before: bootstrap the log with them (state, not scoring).
+        history = [d for d in days if day - timedelta(days=view.spec.lookback_days) <= d < day]
+        if history:
+            log.append(_records(_transactions(settings, history)))
+        processor_thread = threading.Thread(target=processor.run, args=(stop,), daemon=True)
+        processor_thread.start()
+        _wait_until_processed(log, timeout_s=600)
+
+    served: list[dict] = []
+    try:
+        with _Server(create_app(replay_settings)) as url, httpx.Client(base_url=url, timeout=60) as http:
+            # One request per instant: transactions at the same instant see none of each other, as in training.
+            for _, group in day_frame.groupby("event_timestamp", sort=True):
+                body = {"transactions": [
+                    {"txn_id": t, "user_id": int(u), "merchant_id": int(m), "amount": float(a), "event_timestamp": ts.isoformat()}
+                    for t, u, m, a, ts in group[list(TRANSACTION_COLUMNS)].itertuples(index=False)
+                ]}
+                reply = http.post("/predict", params={"include_features": "true"}, json=body)
+                reply.raise_for_status()
+                served += [{"txn_id": t["txn_id"], **p} for t, p in zip(body["transactions"], reply.json()["predictions"])]
+                if mode == "stream":
+                    _wait_until_processed(log)
+    finally:
+        stop.set()
+        if processor_thread:
+            processor_thread.join(timeout=30)
+
+    training = _training_vectors(settings, redis_url, manifest, day_frame)
+    refs = manifest["feature_refs"]
+    views = list(dict.fromkeys(ref.split(":")[0] for ref in refs))
+    mismatched, by_view, examples = 0, dict.fromkeys(views, 0), []
+    for row in served:
+        expected = training.loc[row["txn_id"]]
+        differs = [ref for ref in refs if not _same(row["features"][ref], expected[ref])]
+        if differs:
+            mismatched += 1
+            for view in {ref.split(":")[0] for ref in differs}:
+                by_view[view] += 1
+            if len(examples) < 3:
+                examples.append({"txn_id": row["txn_id"], "differs": {ref: [row["features"][ref], _plain(expected[ref])] for ref in differs[:4]}})
+    labels = _labels(settings, day_frame["txn_id"])
+    served_scores = np.array([row["fraud_probability"] for row in served])
+    ordered = training.loc[day_frame["txn_id"]]
+    values = ordered[refs].to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = np.column_stack([ordered[[r for r in refs if r.startswith(f"{v}:")]].isna().all(axis=1) for v in views])
+    runner = load_runner(Path(model_dir), manifest, "cpu")
+    training_scores = runner.probabilities(model_inputs(values, missing, ordered["amount"].to_numpy(np.float64),
+                                                        refs.index(manifest["user_mean_feature"])))
+    served_auc, served_pr = _auc(labels, served_scores)
+    training_auc, training_pr = _auc(labels, training_scores)
+    test_window = manifest.get("training_window", {}).get("test", [])
+    client.close()
+    return ReplayReport(
+        day=day, mode=mode, transactions=len(served), mismatched=mismatched, mismatched_by_view=by_view,
+        served_roc_auc=served_auc, training_vector_roc_auc=training_auc,
+        holdout_roc_auc=manifest["metrics"]["test_roc_auc"] if test_window == [str(day), str(day)] else None,
+        served_pr_auc=served_pr, training_vector_pr_auc=training_pr,
+        seconds=time.perf_counter() - started, examples=examples,
+    )
+
+
+def _plain(value):
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA else float(value)
+
+
+def _same(served, expected) -> bool:
+    expected = _plain(expected)
+    return served is None and expected is None or (served is not None and expected is not None and float(served) == expected)
+
+
+def print_report(report: ReplayReport) -> None:
+    print(f"replayed {report.day} ({report.mode}): {report.transactions:,} transactions in {report.seconds:.1f} s")
+    print(f"  served vector differs from the training vector: {report.mismatched:,} ({report.skew:.1%})"
+          + "".join(f"; {view} {count:,}" for view, count in report.mismatched_by_view.items()))
+    print(f"  ROC AUC served {report.served_roc_auc:.4f}  training vectors {report.training_vector_roc_auc:.4f}"
+          + (f"  model holdout {report.holdout_roc_auc:.4f}" if report.holdout_roc_auc is not None else ""))
+    print(f"  PR AUC  served {report.served_pr_auc:.4f}  training vectors {report.training_vector_pr_auc:.4f}")
+    for example in report.examples:
+        print(f"  e.g. {example['txn_id']}: {example['differs']}")
