@@ -208,3 +208,15 @@ def test_dockerfile_runs_as_non_root_and_ships_no_state():
     assert {".venv", ".state", ".git"} <= set(ignored)
     for line in dockerfile.splitlines():
         assert not line.startswith(("ENV REDIS_URL", "ARG REDIS_URL")), "no secrets baked into the image"
+
+
+def test_stream_processors_share_the_log_partitions():
+    docs = render(K8S_DIR / "overlays" / "prod")
+    processor = _by_kind(docs, "Deployment")["stream-processor"]
+    (container,) = processor["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["featurestack", "stream"]
+    env = _by_kind(docs, "ConfigMap")["featurestack-env"]["data"]
+    # More replicas than partitions would idle.
+    assert processor["spec"]["replicas"] <= int(env["FEATURESTACK_STREAM_PARTITIONS"])
+    assert env["FEATURESTACK_SERVING_PUBLISH_EVENTS"] == "1"
+    assert _by_kind(docs, "PodDisruptionBudget")["stream-processor"]["spec"]["minAvailable"] == 1
