@@ -8,7 +8,7 @@ delivered but never acknowledged as its own pending entries and processes them f
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -21,6 +21,22 @@ _HISTORY_PAGE = 5_000
 def log_prefix(project: str, table: str, partition_key: str) -> str:
     """Events of `table`, partitioned by the hash of `partition_key` (a windowed view of that entity reads them)."""
     return f"featurestack:{project}:events:{table}:{partition_key}"
+
+
+class EventLog(Protocol):
+    """What the stream processor needs of a partitioned event log (Redis Streams here; NATS JetStream too)."""
+
+    group: str
+    partitions: int
+
+    def append(self, entries: Sequence[Mapping[str, str]]) -> None: ...
+    def ensure_group(self, partition: int) -> None: ...
+    def history(self, partition: int) -> Iterator[tuple[bytes, dict]]: ...
+    def read(self, partitions: Sequence[int], count: int, block_ms: int, pending_first: set[int]) -> list[tuple[int, bytes, dict]]: ...
+    def ack(self, acks: Mapping[int, list[bytes]]) -> None: ...
+    def dead_letter(self, partition: int, entry_id: bytes, fields: Mapping[Any, Any], reason: str) -> None: ...
+    def dead_letters(self, partition: int) -> list[tuple[bytes, dict]]: ...
+    def lag(self) -> dict[int, int]: ...
 
 
 class RedisEventLog:

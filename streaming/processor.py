@@ -29,9 +29,9 @@ import redis
 from featurestack.windows import WindowedView
 from serving.online_writer import publish_latest
 from serving.redis_layout import ViewLayout
-from streaming.aggregator import Outcome, Row, WindowAggregator
 from eventlog.events import MalformedEvent, parse_event
-from eventlog.redis_streams import RedisEventLog
+from eventlog.redis_streams import EventLog, RedisEventLog, log_prefix
+from streaming.aggregator import Outcome, Row, WindowAggregator
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,17 @@ class StreamProcessor:
     """One member of a processor group for one windowed view."""
 
     def __init__(self, client: redis.Redis, project: str, spec: WindowedView, layout: ViewLayout, partitions: int,
-                 batch_events: int = 1000, block_ms: int = 5, name: str | None = None):
+                 batch_events: int = 1000, block_ms: int = 5, name: str | None = None, log: EventLog | None = None):
+        """`client`: the online store's Redis (rows, leases, stats); `log`: where events come from (default:
+        Redis Streams on the same Redis)."""
         self.client, self.project, self.spec, self.layout = client, project, spec, layout
         self.batch_events, self.block_ms = batch_events, block_ms
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.group = f"windows:{spec.view}"
-        self.log = RedisEventLog(client, project, spec.source_table, spec.entity_key, partitions, self.group)
-        self.membership = Membership(client, f"{self.log.prefix}:{self.group}", self.name, partitions)
-        self.stats_key = f"{self.log.prefix}:{self.group}:stats"
+        self.log = log or RedisEventLog(client, project, spec.source_table, spec.entity_key, partitions, self.group)
+        prefix = f"{log_prefix(project, spec.source_table, spec.entity_key)}:{self.group}"
+        self.membership = Membership(client, prefix, self.name, partitions)
+        self.stats_key = f"{prefix}:stats"
         self.held: dict[int, _Partition] = {}
         self.rows_written = 0
         self._last_membership = 0.0
