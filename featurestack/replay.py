@@ -7,8 +7,9 @@ feature vector is compared with the point-in-time vector the training set has fo
 get_historical_features, entity timestamp one microsecond before the transaction).
 
 mode `stream`: serving appends each scored transaction to the event log and the stream processor
-    (featurestack stream's code, in a thread) keeps user_velocity fresh; the next instant is scored
-    once the previous one is visible (a replay faster than real time must wait for it).
+    (featurestack stream's code, in a thread) keeps user_velocity fresh. Faster than real time, a
+    transaction is scored only once its user's earlier events are visible: consecutive transactions
+    of distinct users go in one request, then the replay waits for the processor.
 mode `daily`: no stream: the online store stays as the nightly publish left it (the platform before
     the stream existed).
 """
@@ -69,6 +70,23 @@ def _transactions(settings: Settings, days: list[date]) -> pd.DataFrame:
     frame = duckdb.sql(f"SELECT {', '.join(TRANSACTION_COLUMNS)} FROM read_parquet({paths!r}) ORDER BY event_timestamp, txn_id").df()
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     return frame
+
+
+def _batches(frame: pd.DataFrame, max_rows: int):
+    """Consecutive transactions (in event order) scored in one request: a batch ends before a user's
+    transaction at a later instant than that user's first one in the batch, so no transaction is scored
+    before the events of its own user that precede it are visible, and none sees its own instant."""
+    start, first_instant = 0, {}
+    users, times = frame["user_id"].to_numpy(), frame["event_timestamp"].to_numpy()
+    for row in range(len(frame)):
+        seen = first_instant.get(users[row])
+        # (Never split one user's instant over two requests: the second would see the first.)
+        if (seen is not None and seen != times[row]) or (seen is None and row - start >= max_rows):
+            yield frame.iloc[start:row]
+            start, first_instant = row, {}
+        first_instant.setdefault(users[row], times[row])
+    if start < len(frame):
+        yield frame.iloc[start:]
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -192,11 +210,11 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
     served: list[dict] = []
     try:
         with _Server(create_app(replay_settings)) as url, httpx.Client(base_url=url, timeout=60) as http:
-            # One request per instant: transactions at the same instant see none of each other, as in training.
-            for _, group in day_frame.groupby("event_timestamp", sort=True):
+            # Headroom for one user's transactions at a single instant, which always stay together.
+            for batch in _batches(day_frame, settings.serving.max_request_rows - 64):
                 body = {"transactions": [
                     {"txn_id": t, "user_id": int(u), "merchant_id": int(m), "amount": float(a), "event_timestamp": ts.isoformat()}
-                    for t, u, m, a, ts in group[list(TRANSACTION_COLUMNS)].itertuples(index=False)
+                    for t, u, m, a, ts in batch[list(TRANSACTION_COLUMNS)].itertuples(index=False)
                 ]}
                 reply = http.post("/predict", params={"include_features": "true"}, json=body)
                 reply.raise_for_status()
