@@ -14,6 +14,7 @@ from assets.raw import raw_assets
 from assets.registry import feast_registry
 from assets.resources import build_resources
 from assets.sensors import alert_on_failed_checks, alert_on_failed_runs, freshness_sensor
+from assets.stream import stream_definitions
 from assets.training import training_assets
 from catalog.asset import CATALOG_KEY, catalog_asset
 from featurestack.feast_repo import load_repo_contents
@@ -37,6 +38,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         catalog_asset([view.name for view in repo.feature_views]),
         *training_assets(repo.feature_services),
     ]
+    stream_assets, stream_checks, stream_jobs, stream_sensors = stream_definitions(repo.feature_views, repo.entities)
     checks = all_checks(repo.feature_views, repo.entities, partitions_def)
     partition_freshness = partition_freshness_checks(repo.feature_views)
     freshness_keys = freshness_check_keys(repo.feature_views, partition_freshness)
@@ -63,11 +65,11 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         TRAINING_JOB, selection=dg.AssetSelection.groups("training"), description="Training set -> model, gated by its metric floor."
     )
     return dg.Definitions(
-        assets=apply_freshness_policies(assets, repo.feature_views),
-        asset_checks=[*checks, *partition_freshness],
-        jobs=[setup_job, daily_job, catalog_job, training_job, freshness_job(freshness_keys)],
+        assets=[*apply_freshness_policies(assets, repo.feature_views), *stream_assets],
+        asset_checks=[*checks, *partition_freshness, *stream_checks],
+        jobs=[setup_job, daily_job, catalog_job, training_job, freshness_job(freshness_keys), *stream_jobs],
         # Each night, once the day is complete, run it end to end.
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=1, minute_of_hour=0)],
-        sensors=[freshness_sensor(FRESHNESS_JOB), alert_on_failed_checks, alert_on_failed_runs],
+        sensors=[freshness_sensor(FRESHNESS_JOB), alert_on_failed_checks, alert_on_failed_runs, *stream_sensors],
         resources=build_resources(settings),
     )

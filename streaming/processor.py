@@ -47,6 +47,11 @@ class Counters:
     last_event_micros: int = 0
 
 
+def group_prefix(project: str, table: str, partition_key: str, group: str) -> str:
+    """Redis keys of a processor group (members, leases, stats), whichever log it reads."""
+    return f"{log_prefix(project, table, partition_key)}:{group}"
+
+
 class Membership:
     """Live processors of a group (a sorted set of heartbeats) and the partition leases they hold."""
 
@@ -107,7 +112,7 @@ class StreamProcessor:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.group = f"windows:{spec.view}"
         self.log = log or RedisEventLog(client, project, spec.source_table, spec.entity_key, partitions, self.group)
-        prefix = f"{log_prefix(project, spec.source_table, spec.entity_key)}:{self.group}"
+        prefix = group_prefix(project, spec.source_table, spec.entity_key, self.group)
         self.membership = Membership(client, prefix, self.name, partitions)
         self.stats_key = f"{prefix}:stats"
         self.held: dict[int, _Partition] = {}
