@@ -185,6 +185,6 @@ def create_app(state: CatalogState) -> FastAPI:
 
 
 def serve(state: CatalogState, host: str = "127.0.0.1", port: int = 8080) -> None:
-    import uvicorn
+    from featurestack.shutdown import serve_http
 
-    uvicorn.run(create_app(state), host=host, port=port, log_level="info")
+    serve_http(create_app(state), host=host, port=port, log_level="info")

@@ -16,8 +16,10 @@ from featurestack.settings import FEATURE_REPO_DIR, PROJECT_ROOT, load_settings
 def _cmd_generate(args: argparse.Namespace) -> int:
     from pipelines.generator import generate
 
+    from featurestack.settings import demo_start_date
+
     settings = load_settings()
-    start = args.start or settings.start_date
+    start = args.start or settings.start_date or demo_start_date(args.days)
     summary = generate(settings.landing_dir, start, args.days, args.transactions_per_day, seed=args.seed)
     print(f"generated {len(summary.days)} day(s) from {start} into {summary.landing_dir}")
     for table, rows in summary.rows.items():
@@ -56,12 +58,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from featurestack.shutdown import serve_http
     from serving.app import create_app
 
     print(f"featurestack serving on http://{args.host}:{args.port} (/predict, /features, /readyz, /metrics)", file=sys.stderr)
-    uvicorn.run(create_app(load_settings()), host=args.host, port=args.port, log_level="warning")
+    serve_http(create_app(load_settings()), host=args.host, port=args.port)
     return 0
 
 
@@ -87,7 +88,7 @@ def _resolved_environment() -> dict[str, str]:
 
 
 def _exec(program: str, argv: list[str], env: dict[str, str]) -> int:
-    executable = shutil.which(program, path=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+    executable = _program(program, env)
     if executable is None:
         print(f"featurestack: `{program}` not found; install the project first (make install)", file=sys.stderr)
         return 127
@@ -95,15 +96,28 @@ def _exec(program: str, argv: list[str], env: dict[str, str]) -> int:
     return 0  # not reached
 
 
+def _program(name: str, env: dict[str, str]) -> str | None:
+    return shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
+    from featurestack.dev import run_dev
+
     env = _resolved_environment()
-    return _exec("dagster", ["dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)], env)
+    dagster = _program("dagster", env)
+    if dagster is None:
+        print("featurestack: `dagster` not found; install the project first (make install)", file=sys.stderr)
+        return 127
+    command = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    return run_dev(command, env, Path(env["DAGSTER_HOME"]))
 
 
 def _cmd_feast(args: argparse.Namespace) -> int:
+    from featurestack.feast_repo import write_feast_config
+
     env = _resolved_environment()
-    settings = load_settings()
-    return _exec("feast", ["-c", str(FEATURE_REPO_DIR), "-f", str(settings.feature_store_yaml), *args.feast_args], env)
+    config = write_feast_config(load_settings(), env["REDIS_URL"])
+    return _exec("feast", ["-c", str(FEATURE_REPO_DIR), "-f", str(config), *args.feast_args], env)
 
 
 def _catalog_snapshot(args: argparse.Namespace) -> dict:
@@ -171,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--days", type=int, default=3)
     generate.add_argument("--transactions-per-day", type=int, default=20_000)
     generate.add_argument("--seed", type=int, default=7)
-    generate.add_argument("--start", type=date.fromisoformat, default=None, help="first day (default FEATURESTACK_START_DATE)")
+    generate.add_argument("--start", type=date.fromisoformat, default=None, help="first day (default FEATURESTACK_START_DATE, else the days end yesterday, UTC)")
     generate.set_defaults(handler=_cmd_generate)
 
     run = commands.add_parser("run", help="run the Dagster asset graph in-process for the landed days")
