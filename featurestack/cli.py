@@ -42,6 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     result = train(settings, ensure_redis(settings.redis_url, settings.state_dir).url, args.feature_service, epochs=args.epochs)
+    _record_in_dagster(settings, result)
     manifest = result.manifest
     print(f"trained {manifest['model']} on {manifest['feature_service']} ({len(manifest['feature_refs'])} features) on {manifest['trained_on']}")
     print(f"  window   train {manifest['training_window']['train']}  test {manifest['training_window']['test']}")
@@ -55,6 +56,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 1
     print(f"  promoted: serving uses it (test_roc_auc >= floor {floor})")
     return 0
+
+
+def _record_in_dagster(settings, result) -> None:
+    import dagster as dg
+
+    from assets.training import record_training
+
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    (settings.dagster_home / "dagster.yaml").touch()
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        record_training(instance, result)
+    print(f"  recorded in Dagster ({settings.dagster_home}): training/{result.manifest['feature_service']}/training_set and /model")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -145,35 +158,39 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
         return 0
     if args.catalog_command == "search":
         return _cmd_catalog_search(args)
-    from catalog.snapshot import publish
+    from catalog.snapshot import SNAPSHOT_FILE, catalog_dir, publish
     from catalog.web import CatalogState, serve
 
     snapshot = _catalog_snapshot(args)
     rebuild = None if args.snapshot else (lambda: publish(load_settings())[0])
-    print(f"featurestack catalog on http://{args.host}:{args.port}/ (JSON API under /api/)", file=sys.stderr)
-    serve(CatalogState(snapshot, rebuild), host=args.host, port=args.port)
+    # The saved snapshot is followed: a rebuild by the Dagster `catalog` asset after a run shows up.
+    follow = args.snapshot or catalog_dir(load_settings()) / SNAPSHOT_FILE
+    print(f"featurestack catalog on http://{args.host}:{args.port}/ (JSON API under /api/; follows {follow})", file=sys.stderr)
+    serve(CatalogState(snapshot, rebuild, follow=follow), host=args.host, port=args.port)
     return 0
 
 
 def _cmd_catalog_search(args: argparse.Namespace) -> int:
     import json
 
-    from catalog.search import search_features
+    from catalog.search import rank_features
 
     snapshot = _catalog_snapshot(args)
-    matches = search_features(snapshot["features"], " ".join(args.text))
+    matches = rank_features(snapshot["features"], " ".join(args.text))
     if args.json:
-        print(json.dumps([{k: v for k, v in f.items() if k != "stats"} for f in matches], indent=1))
+        print(json.dumps([{k: v for k, v in m.feature.items() if k != "stats"} | {"matched": list(m.reasons)} for m in matches], indent=1))
         return 0 if matches else 1
     if not matches:
         print(f"no feature matches {' '.join(args.text)!r}", file=sys.stderr)
         return 1
-    width = max(len(f["id"]) for f in matches)
-    for feature in matches:
+    width = max(len(m.feature["id"]) for m in matches)
+    for match in matches:
+        feature = match.feature
         stats = feature.get("stats") or {}
         nulls = f"{stats['null_rate']:.1%} null" if stats.get("null_rate") is not None else "no data"
         print(f"{feature['id']:<{width}}  {feature['dtype']:<8} {feature['owner']:<28} freshness={feature['freshness']:<8} "
               f"validation={feature['validation']:<8} {nulls:<10} {feature['description']}")
+        print(f"{'':<{width}}  matched {'; '.join(match.reasons)}")
     return 0
 
 
@@ -218,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--rebuild", action="store_true", help="rebuild the snapshot instead of using the saved one")
     catalog.set_defaults(handler=_cmd_catalog, catalog_command=None)
     catalog_commands = catalog.add_subparsers(dest="catalog_command")
-    search = catalog_commands.add_parser("search", help="features matching every word (name, description, owner, tag, entity)")
+    search = catalog_commands.add_parser("search", help="features matching every word, ranked: name > description > view > tags, each saying why")
     search.add_argument("text", nargs="+")
     search.add_argument("--json", action="store_true", help="print the matches as JSON")
     # SUPPRESS: options given before `search` (featurestack catalog --rebuild search x) are kept.
