@@ -80,8 +80,9 @@ code{background:#eef1f6;padding:0 4px;border-radius:3px}svg text{font:11px syste
 .bar{fill:#4a7fd4}.bar:hover{fill:#1f5fbf}.bar.tail{fill:#b38b2e}.lnode rect{fill:#fff;stroke:#8792a8}.lnode.focus rect{stroke:#1f5fbf;stroke-width:2.5;fill:#eaf1fd}
 .lnode.dim{opacity:.35}.ledge{fill:none;stroke:#9aa4b8;stroke-width:1.3}.ledge.dim{opacity:.2}
 .error{background:#fbdcdc;color:#8a1c1c;padding:6px 10px;border-radius:4px}
-table.inner{width:auto;margin:2px 0;border-color:#e7eaf0}table.inner th,table.inner td{padding:2px 6px;font-size:12px}
-table.meta>tbody>tr>th{background:#f6f7f9;font-weight:500;color:#4a5163;white-space:nowrap}summary{cursor:pointer;color:#4a5163}
+table.inner{width:auto;margin:2px 0;border-color:#e7eaf0}table.inner th,table.inner td{padding:2px 6px;font-size:12px;overflow-wrap:anywhere}
+table.checks{table-layout:fixed}table.checks th:last-child{width:46%}table.checks td{overflow-wrap:anywhere}td.why{white-space:nowrap}
+table.meta{width:100%}table.meta>tbody>tr>th{background:#f6f7f9;font-weight:500;color:#4a5163;width:30%}summary{cursor:pointer;color:#4a5163}
 """
 
 # Ranks the features table with catalog.search's weights (FIELD_WEIGHTS, inlined as JSON) over each

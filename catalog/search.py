@@ -88,7 +88,7 @@ def view_search_text(view: dict[str, Any]) -> str:
     return " ".join([
         view["name"], view.get("description") or "", view.get("owner") or "", *view.get("entities", []),
         *(f"{k}={v}" for k, v in sorted(view.get("tags", {}).items())),
-        *(feature["name"] if isinstance(feature, dict) else feature for feature in view.get("features", [])),
+        *(feature["name"] for feature in view.get("features", [])),
     ]).lower()
 
 
@@ -97,7 +97,7 @@ def service_search_text(service: dict[str, Any]) -> str:
     return " ".join([
         service["name"], service.get("description") or "", service.get("owner") or "",
         *service.get("feature_views", []), *service.get("models", []),
-        *(feature if isinstance(feature, str) else feature.get("id", "") for feature in service.get("features", [])),
+        *(f'{feature["view"]}:{feature["feature"]}' for feature in service.get("features", [])),
     ]).lower()
 
 

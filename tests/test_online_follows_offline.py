@@ -20,19 +20,21 @@ def test_a_rematerialized_feature_partition_is_republished_with_its_checks(platf
 
     # After the daily runs (features and online in the same run) nothing is due.
     settled = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-    assert [request for request in settled.run_requests if online in (request.asset_selection or [])] == []
+    assert settled.get_requested_partitions(online) == set()
 
     # Rematerialize one old feature partition, as the UI's "Materialize" does (its suite check included).
     result = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={features}).execute_in_process(
         instance=instance, partition_key=day,
     )
-    assert result.success
+    assert result.success and all(check.passed for check in result.get_asset_check_evaluations())
     due = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor)
-    requested = [(request.partition_key, list(request.asset_selection or []), set(request.asset_check_keys or []))
-                 for request in due.run_requests]
-    assert requested == [(day, [online], requested[0][2])]
-    assert dg.AssetCheckKey(online, CONSISTENCY_CHECK) in requested[0][2]
+    assert due.get_requested_partitions(online) == {day}  # that day only, though it is not the latest
+    assert due.total_requested == 1
+    # The online checks have no condition of their own, so Dagster runs them along with the asset.
+    graph = defs.resolve_asset_graph()
+    assert dg.AssetCheckKey(online, CONSISTENCY_CHECK) in graph.get_check_keys_for_assets({online})
+    assert graph.get(dg.AssetCheckKey(online, CONSISTENCY_CHECK)).automation_condition is None
 
     # Once handled, it is not requested again.
     again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=due.cursor)
-    assert [request for request in again.run_requests if online in (request.asset_selection or [])] == []
+    assert again.get_requested_partitions(online) == set()
