@@ -100,11 +100,12 @@ def test_dev_stops_cleanly_and_cancels_its_in_flight_run(tmp_path, redis_url, si
             return bool(instance.get_runs(filters=dg.RunsFilter(statuses=in_flight)))
 
         _wait_for(a_run_in_flight, 600, "run in flight", dev)
-        [run] = instance.get_runs(filters=dg.RunsFilter(statuses=in_flight))
+        running = instance.get_runs(filters=dg.RunsFilter(statuses=in_flight))
         assert _stop_and_check_nothing_is_left(dev, signum) == 0
-        stopped = instance.get_run_by_id(run.run_id)
-        assert stopped.status == dg.DagsterRunStatus.CANCELED, stopped.status
-        assert instance.get_runs(filters=dg.RunsFilter(statuses=in_flight)) == []
+        for run in running:
+            stopped = instance.get_run_by_id(run.run_id)
+            assert stopped.status == dg.DagsterRunStatus.CANCELED, (run.job_name, stopped.status)
+        assert instance.get_runs(filters=dg.RunsFilter(statuses=[*in_flight, dg.DagsterRunStatus.CANCELING])) == []
     finally:
         if dev.poll() is None:
             dev.kill()

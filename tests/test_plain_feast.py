@@ -126,3 +126,19 @@ def test_feast_serve_answers_online_features_from_the_platform_redis(platform, u
     names = answer["metadata"]["feature_names"]
     values = dict(zip(names, (result["values"][0] for result in answer["results"])))
     assert values["txn_count_7d"] is not None
+
+
+def test_the_generated_config_holds_no_secret(tmp_path):
+    from dataclasses import replace
+
+    from featurestack.feast_repo import render_feast_config
+    from featurestack.settings import load_settings
+
+    settings = replace(load_settings(), state_dir=tmp_path)
+    plain = render_feast_config(settings, "redis://127.0.0.1:6390/2")
+    settings_lines = [line for line in plain.splitlines() if not line.startswith("#")]
+    assert "connection_string: 127.0.0.1:6390,db=2" in plain and not any("${" in line for line in settings_lines)
+    assert f"registry: {settings.registry_path}" in plain and f"project: {settings.feast_project}" in plain
+    guarded = render_feast_config(settings, "redis://:hunter2@127.0.0.1:6390/2")
+    assert "hunter2" not in guarded and "connection_string: ${FEATURESTACK_FEAST_REDIS}" in guarded
+    assert "FEATURESTACK_FEAST_REDIS carries a password" in guarded
