@@ -10,13 +10,11 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from featurestack.settings import FEATURE_REPO_DIR, PROJECT_ROOT, load_settings
+from featurestack.settings import FEATURE_REPO_DIR, PROJECT_ROOT, demo_start_date, load_settings
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from pipelines.generator import generate
-
-    from featurestack.settings import demo_start_date
 
     settings = load_settings()
     start = args.start or settings.start_date or demo_start_date(args.days)
@@ -63,9 +61,7 @@ def _record_in_dagster(settings, result) -> None:
 
     from assets.training import record_training
 
-    settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    (settings.dagster_home / "dagster.yaml").touch()
-    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+    with dg.DagsterInstance.from_config(str(_dagster_home(settings))) as instance:
         record_training(instance, result)
     print(f"  recorded in Dagster ({settings.dagster_home}): training/{result.manifest['feature_service']}/training_set and /model")
 
@@ -94,23 +90,31 @@ def _resolved_environment() -> dict[str, str]:
     settings = load_settings()
     endpoint = ensure_redis(settings.redis_url, settings.state_dir)
     export_feast_environment(settings, endpoint.url)
+    print(f"Redis: {endpoint.describe()}", file=sys.stderr)
+    return {**os.environ, "REDIS_URL": endpoint.url, "DAGSTER_HOME": str(_dagster_home(settings))}
+
+
+def _dagster_home(settings) -> Path:
+    """The platform's persistent Dagster instance folder (a dagster.yaml of defaults: all stored in it)."""
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     (settings.dagster_home / "dagster.yaml").touch()
-    print(f"Redis: {endpoint.describe()}", file=sys.stderr)
-    return {**os.environ, "REDIS_URL": endpoint.url, "DAGSTER_HOME": str(settings.dagster_home)}
+    return settings.dagster_home
 
 
 def _exec(program: str, argv: list[str], env: dict[str, str]) -> int:
     executable = _program(program, env)
     if executable is None:
-        print(f"featurestack: `{program}` not found; install the project first (make install)", file=sys.stderr)
         return 127
     os.execve(executable, [program, *argv], env)
     return 0  # not reached
 
 
 def _program(name: str, env: dict[str, str]) -> str | None:
-    return shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+    """The installed program next to this Python (or on PATH); None, said on stderr, when missing."""
+    executable = shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+    if executable is None:
+        print(f"featurestack: `{name}` not found; install the project first (make install)", file=sys.stderr)
+    return executable
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
@@ -119,7 +123,6 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     env = _resolved_environment()
     dagster = _program("dagster", env)
     if dagster is None:
-        print("featurestack: `dagster` not found; install the project first (make install)", file=sys.stderr)
         return 127
     command = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
     return run_dev(command, env, Path(env["DAGSTER_HOME"]))
