@@ -30,7 +30,7 @@ def search_fields(feature: dict[str, Any]) -> dict[str, str]:
         "name": feature["name"].lower(),
         "description": (feature.get("description") or "").lower(),
         "view": f'{feature["view"]} {feature.get("view_description") or ""}'.lower(),
-        "tags": " ".join(f"{k}={v}" for k, v in sorted(tag_items.items())).lower(),
+        "tags": " ".join(f"{k}={v} {k}:{v}" for k, v in sorted(tag_items.items())).lower(),  # either way of writing it
         "other": " ".join([
             feature["id"], feature.get("dtype") or "", feature.get("owner") or "",
             *feature.get("entities", []), *feature.get("join_keys", []),

@@ -15,6 +15,7 @@ import dagster as dg
 import psutil
 import pytest
 
+from assets.sensors import AUTOMATION_SENSOR
 from featurestack.redis_server import free_port
 from featurestack.settings import PROJECT_ROOT
 from featurestack.shutdown import STOP_DEADLINE_S
@@ -106,6 +107,10 @@ def test_dev_stops_cleanly_and_cancels_its_in_flight_run(tmp_path, redis_url, si
             stopped = instance.get_run_by_id(run.run_id)
             assert stopped.status == dg.DagsterRunStatus.CANCELED, (run.job_name, stopped.status)
         assert instance.get_runs(filters=dg.RunsFilter(statuses=[*in_flight, dg.DagsterRunStatus.CANCELING])) == []
+        # The daemon of `featurestack dev` evaluated the declarative automation (online follows offline).
+        sensors = {state.instigator_name: state for state in instance.all_instigator_state()}
+        automation = sensors[AUTOMATION_SENSOR]
+        assert instance.get_ticks(automation.instigator_origin_id, automation.selector_id, limit=1)
     finally:
         if dev.poll() is None:
             dev.kill()
