@@ -28,26 +28,26 @@ def _in_flight_runs(instance, since: datetime) -> list:
 def run_dev(command: list[str], env: dict[str, str], dagster_home: Path) -> int:
     import dagster as dg  # before any signal: the stop path must not pay for this import
 
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
     started = datetime.now(timezone.utc)
     # Its own session: a terminal's Ctrl-C reaches only us, so runs are marked cancelling before any
     # worker is interrupted (an interrupted run not marked so is recorded as failed).
     dagster_dev = subprocess.Popen(command, env=env, start_new_session=True)
-    with stops_on_signals() as stopping:
-        while dagster_dev.poll() is None and not stopping.wait(0.2):
-            pass
-        if not stopping.is_set():
-            return dagster_dev.returncode
-        print("featurestack dev: stopping (in-flight runs are cancelled)", file=sys.stderr)
-        instance = dg.DagsterInstance.from_config(str(dagster_home))
-        cancelled = _in_flight_runs(instance, started)
-        for run in cancelled:
-            instance.report_run_canceling(run, message=CANCEL_MESSAGE)
-        if dagster_dev.poll() is None:
-            dagster_dev.terminate()
-        end_child_processes(STOP_GRACE_S)
-        for run in cancelled:
-            run = instance.get_run_by_id(run.run_id)
-            if run is not None and not run.is_finished:
-                instance.report_run_canceled(run, message=CANCEL_MESSAGE)
+    try:
+        with stops_on_signals() as stopping:
+            while dagster_dev.poll() is None and not stopping.wait(0.2):
+                pass
+            if not stopping.is_set():
+                return dagster_dev.returncode
+            print("featurestack dev: stopping (in-flight runs are cancelled)", file=sys.stderr)
+            cancelled = _in_flight_runs(instance, started)
+            for run in cancelled:
+                instance.report_run_canceling(run, message=CANCEL_MESSAGE)
+            end_child_processes(STOP_GRACE_S)
+            for run in cancelled:
+                run = instance.get_run_by_id(run.run_id)
+                if run is not None and not run.is_finished:
+                    instance.report_run_canceled(run, message=CANCEL_MESSAGE)
+        return 0
+    finally:
         instance.dispose()
-    return 0

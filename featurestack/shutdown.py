@@ -26,7 +26,7 @@ import psutil
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_DEADLINE_S = 10.0  # promised to users: stopped, children included, within this
-STOP_GRACE_S = 5.0  # what in-flight work gets to finish before it is cancelled
+STOP_GRACE_S = 3.0  # what in-flight work gets to finish before it is ended (leaves room under the deadline on a busy machine)
 _KILL_WAIT_S = 2.0
 _PR_SET_CHILD_SUBREAPER = 36
 
