@@ -7,6 +7,10 @@ from featurestack.redis_server import RedisEndpoint, find_redis, project_keys, r
 from featurestack.settings import Settings
 
 
+def _when(last_run: dict) -> str:
+    return last_run["at"][:19].replace("T", " ") + " UTC"
+
+
 def redis_lines(settings: Settings, endpoint: RedisEndpoint | None) -> list[str]:
     """Which Redis status reads (found as `featurestack run` finds it), and whether the last run used it."""
     last = redis_used_last(settings.state_dir)
@@ -17,9 +21,9 @@ def redis_lines(settings: Settings, endpoint: RedisEndpoint | None) -> list[str]
     if last is None:
         lines.append("             no `featurestack run` recorded in this state folder yet")
     elif endpoint is not None and last["identity"] == redis_identity(endpoint.url):
-        lines.append(f"             the Redis the last run used ({last['at']} UTC)")
+        lines.append(f"             the Redis the last run used ({_when(last)})")
     else:
-        lines.append(f"             NOT the Redis the last run used ({last['at']} UTC): {last['url']} ({last['origin']});"
+        lines.append(f"             NOT the Redis the last run used ({_when(last)}): {last['url']} ({last['origin']});"
                      f" set REDIS_URL to it to read what that run published")
     return lines
 
