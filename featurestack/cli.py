@@ -40,7 +40,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     result = train(settings, ensure_redis(settings.redis_url, settings.state_dir).url, args.feature_service, epochs=args.epochs)
-    _record_in_dagster(settings, result)
     manifest = result.manifest
     print(f"trained {manifest['model']} on {manifest['feature_service']} ({len(manifest['feature_refs'])} features) on {manifest['trained_on']}")
     print(f"  window   train {manifest['training_window']['train']}  test {manifest['training_window']['test']}")
@@ -48,6 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name, value in manifest["metrics"].items():
         print(f"  {name:<16} {value:.4f}")
     print(f"  artifact {result.model_dir}")
+    _record_in_dagster(settings, result)
     floor = manifest["metric_floor"]["test_roc_auc"]
     if not result.promoted:
         print(f"  NOT promoted: test_roc_auc below the floor {floor} of {manifest['feature_service']}; serving keeps the previous model")
