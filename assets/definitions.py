@@ -13,7 +13,9 @@ from assets.partitions import daily_partitions
 from assets.raw import raw_assets
 from assets.registry import feast_registry
 from assets.resources import build_resources
-from assets.sensors import alert_on_failed_checks, alert_on_failed_runs, freshness_sensor
+from assets.sensors import (
+    alert_on_failed_checks, alert_on_failed_runs, automation_sensor, catalog_refresh_sensor, freshness_sensor,
+)
 from assets.stream import stream_definitions
 from assets.training import training_assets
 from catalog.asset import CATALOG_KEY, catalog_asset
@@ -70,6 +72,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         jobs=[setup_job, daily_job, catalog_job, training_job, freshness_job(freshness_keys), *stream_jobs],
         # Each night, once the day is complete, run it end to end.
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=1, minute_of_hour=0)],
-        sensors=[freshness_sensor(FRESHNESS_JOB), alert_on_failed_checks, alert_on_failed_runs, *stream_sensors],
+        sensors=[freshness_sensor(FRESHNESS_JOB), automation_sensor(), catalog_refresh_sensor(CATALOG_JOB),
+                 alert_on_failed_checks, alert_on_failed_runs, *stream_sensors],
         resources=build_resources(settings),
     )

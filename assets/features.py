@@ -102,6 +102,21 @@ def feature_table_asset(view: "FeatureView", join_keys: list[str], partitions_de
     return _asset
 
 
+def online_follows_offline() -> dg.AutomationCondition:
+    """Republish a day to Redis whenever its feature partition is rematerialized outside the daily job
+    (from the UI, a backfill), any day, not only the latest, once the partition's blocking checks
+    (its expectation suite) passed. The registry's re-apply alone republishes nothing. Checks of
+    online/<view> without a condition of their own ride along with the run."""
+    registry = dg.AssetSelection.assets(FEAST_REGISTRY_KEY)
+    return (
+        dg.AutomationCondition.any_deps_updated().ignore(registry).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("online follows offline")
+
+
 def online_publish_asset(view: "FeatureView", join_keys: list[str], partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
 
     @dg.asset(
@@ -112,6 +127,7 @@ def online_publish_asset(view: "FeatureView", join_keys: list[str], partitions_d
         kinds={"redis"},
         owners=[view.owner] if view.owner else None,
         tags=_dagster_tags(view),
+        automation_condition=online_follows_offline(),
         description=f"Latest `{view.name}` values per entity of the partition, published to Redis in Feast's layout.",
     )
     def _asset(context: dg.AssetExecutionContext, platform: PlatformResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:

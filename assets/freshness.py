@@ -1,11 +1,13 @@
 """Freshness, derived from each feature view's `freshness_sla_hours` tag.
 
-Offline (Dagster's own freshness, as 1.13 supports it):
-  - a FreshnessPolicy.time_window(fail_window=SLA) on features/<view> and online/<view>: the
-    FRESHNESS daemon of `dagster dev` evaluates it and the UI shows each asset Fresh/Degraded/Failing;
+Offline (Dagster's own freshness, as 1.13 supports it), both on the same daily deadline, (SLA - 24) h
+UTC after a day closes (clamped to 0..23 h), so the policy and the checks turn red at the same tick:
   - per partition, a time-partition freshness check on features/<view>: the partition of day D must
-    be materialized by D+1 at (SLA - 24) h UTC (clamped to 0..23 h). `build_time_partition_freshness_checks`
-    is marked superseded by FreshnessPolicy in 1.13, but it is the one that looks at partitions.
+    be materialized by that deadline on D+1. `build_time_partition_freshness_checks` is marked
+    superseded by FreshnessPolicy in 1.13, but it is the one that looks at partitions;
+  - a FreshnessPolicy.cron on features/<view> and online/<view> with the same deadline: a
+    materialization within the day before it (the daily run). The FRESHNESS daemon of `dagster dev`
+    evaluates it and the UI shows each asset Fresh/Degraded/Failing.
 Online: the `online_freshness` check of each online/<view> (assets/checks.py) reads `_ts:<view>`.
 The freshness job runs all of these; assets/sensors.py schedules it and alerts on failures.
 """
@@ -37,10 +39,16 @@ def deadline_cron(hours: float) -> str:
     return f"0 {min(23, max(0, int(hours) - 24))} * * *"
 
 
+def freshness_policy(view: "FeatureView") -> dg.FreshnessPolicy:
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=deadline_cron(sla_hours(view)), lower_bound_delta=timedelta(days=1), timezone="UTC"
+    )
+
+
 def apply_freshness_policies(assets: list, views: "list[FeatureView]") -> list:
     policies = {}
     for view in views:
-        policy = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=sla_hours(view)))
+        policy = freshness_policy(view)
         policies[dg.AssetKey(["features", view.name])] = policy
         policies[dg.AssetKey(["online", view.name])] = policy
 

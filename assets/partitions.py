@@ -4,11 +4,20 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
-from featurestack.settings import Settings
+from featurestack import lake
+from featurestack.settings import Settings, utc_today
+
+
+def first_partition_day(settings: Settings) -> date:
+    """FEATURESTACK_START_DATE, else the first landed day of transactions, else yesterday (UTC)."""
+    if settings.start_date is not None:
+        return settings.start_date
+    landed = lake.partition_dates(settings.landing_dir / "transactions")
+    return landed[0] if landed else utc_today() - timedelta(days=1)
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(start_date=settings.start_date.isoformat(), timezone="UTC")
+    return dg.DailyPartitionsDefinition(start_date=first_partition_day(settings).isoformat(), timezone="UTC")
 
 
 def partition_date(context: dg.AssetExecutionContext) -> date:

@@ -15,7 +15,9 @@ from featurestack.settings import FEATURE_REPO_DIR
 def feature_repo_fingerprint() -> str:
     """Changes whenever a definition file changes, so the daemon re-applies the registry."""
     digest = hashlib.sha256()
-    for path in sorted(FEATURE_REPO_DIR.glob("*.py")) + sorted(FEATURE_REPO_DIR.glob("*.yaml")):
+    # Not the link feature_store.yaml: it leads to the generated config, which depends on where the platform runs.
+    definitions = sorted(FEATURE_REPO_DIR.glob("*.py")) + sorted(FEATURE_REPO_DIR.glob("*.yaml"))
+    for path in (path for path in definitions if not path.is_symlink()):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -1,4 +1,5 @@
-"""Sensors: run the freshness checks regularly, and send every failed check to the alert sink.
+"""Sensors: run the freshness checks regularly, evaluate the assets' automation conditions, rebuild the
+catalog after runs, and send every failed check to the alert sink.
 
 The alert sink is a webhook (FEATURESTACK_ALERT_WEBHOOK_URL, JSON POST); when unset, alerts are
 logged. Failed checks are read back from the run's event log, so Dagster's own freshness checks, our
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
+from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
@@ -94,5 +96,52 @@ def freshness_sensor(job_name: str) -> dg.SensorDefinition:
     )
     def _sensor(context: dg.SensorEvaluationContext):
         return dg.RunRequest()
+
+    return _sensor
+
+
+AUTOMATION_SENSOR = "featurestack_automation"
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Declarative automation (the registry re-applied on change, online/<view> following its feature
+    partitions), on by default so `featurestack dev`'s daemon evaluates it without a click."""
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR, target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30, emit_backfills=False,
+        description="Evaluates every asset's AutomationCondition: feast_registry on code change, online/<view> after its feature partition.",
+    )
+
+
+CATALOG_SENSOR = "refresh_catalog_after_runs"
+CATALOG_SENSOR_INTERVAL_S = 60
+
+
+def catalog_refresh_sensor(catalog_job_name: str) -> dg.SensorDefinition:
+    """Rebuilds the catalog snapshot once other runs finished (success or failure: a failed check is
+    news for the catalog too), at most once a minute; its cursor is the last run update seen."""
+
+    @dg.sensor(
+        name=CATALOG_SENSOR, job_name=catalog_job_name, minimum_interval_seconds=CATALOG_SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Rebuilds the feature catalog after runs finish, so freshness, checks and statistics stay current.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        if not context.cursor:  # the first tick starts watching from now
+            context.update_cursor(str(datetime.now(timezone.utc).timestamp()))
+            return dg.SkipReason("watching runs from now on")
+        finished = context.instance.get_run_records(
+            filters=dg.RunsFilter(
+                statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+                updated_after=datetime.fromtimestamp(float(context.cursor), timezone.utc),
+            ),
+            limit=100,
+        )
+        if finished:
+            context.update_cursor(str(max(record.update_timestamp.timestamp() for record in finished)))
+        others = [record for record in finished if record.dagster_run.job_name != catalog_job_name]
+        if not others:
+            return dg.SkipReason("no run finished since the last catalog refresh")
+        return dg.RunRequest(run_key=f"after-{max(record.update_timestamp.timestamp() for record in others)}")
 
     return _sensor

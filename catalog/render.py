@@ -80,18 +80,48 @@ code{background:#eef1f6;padding:0 4px;border-radius:3px}svg text{font:11px syste
 .bar{fill:#4a7fd4}.bar:hover{fill:#1f5fbf}.bar.tail{fill:#b38b2e}.lnode rect{fill:#fff;stroke:#8792a8}.lnode.focus rect{stroke:#1f5fbf;stroke-width:2.5;fill:#eaf1fd}
 .lnode.dim{opacity:.35}.ledge{fill:none;stroke:#9aa4b8;stroke-width:1.3}.ledge.dim{opacity:.2}
 .error{background:#fbdcdc;color:#8a1c1c;padding:6px 10px;border-radius:4px}
+table.inner{width:auto;margin:2px 0;border-color:#e7eaf0}table.inner th,table.inner td{padding:2px 6px;font-size:12px;overflow-wrap:anywhere}
+table.checks{table-layout:fixed}table.checks th:last-child{width:46%}table.checks td{overflow-wrap:anywhere}td.why{white-space:nowrap}
+table.meta{width:100%}table.meta>tbody>tr>th{background:#f6f7f9;font-weight:500;color:#4a5163;width:30%}summary{cursor:pointer;color:#4a5163}
 """
 
+# Ranks the features table with catalog.search's weights (FIELD_WEIGHTS, inlined as JSON) over each
+# row's data-fields (catalog.search.search_fields), shows why each row matched, and filters the view
+# and service tables by their data-search text.
 SEARCH_JS = """
 (function(){
   var box=document.getElementById('search'); if(!box) return;
-  var rows=[].slice.call(document.querySelectorAll('#features tbody tr'));
+  var weights=JSON.parse(document.getElementById('search-weights').textContent);
+  var body=document.querySelector('#features tbody'), rows=[].slice.call(body.querySelectorAll('tr'));
+  var others=[].slice.call(document.querySelectorAll('#views tbody tr, #services tbody tr'));
   var count=document.getElementById('match-count');
+  function rank(row, words){
+    var fields=JSON.parse(row.getAttribute('data-fields')), score=0, why=[];
+    for(var i=0;i<words.length;i++){
+      var w=words[i], hit=null;
+      for(var j=0;j<weights.fields.length && !hit;j++){ if(fields[weights.fields[j][0]].indexOf(w)>=0) hit=weights.fields[j]; }
+      if(!hit) return null;
+      score+=hit[2]+(hit[0]==='name' && w===fields.name ? weights.exact_name_bonus : 0);
+      var tag=hit[0]==='tags' ? ' in '+fields.tags.split(' ').filter(function(t){return t.indexOf(w)>=0})[0] : '';
+      why.push(hit[1]+': "'+w+'"'+tag);
+    }
+    return {score:score, why:why};
+  }
   function apply(){
-    var words=box.value.toLowerCase().split(/\\s+/).filter(Boolean), n=0;
-    rows.forEach(function(r){var t=r.getAttribute('data-search'); var ok=words.every(function(w){return t.indexOf(w)>=0});
-      r.style.display=ok?'':'none'; if(ok) n++;});
-    if(count) count.textContent=n+' of '+rows.length+' features';
+    var words=box.value.toLowerCase().split(/\\s+/).filter(Boolean), shown=[];
+    rows.forEach(function(r){
+      var m=words.length ? rank(r, words) : {score:0, why:[]};
+      r.style.display=m?'':'none'; r.querySelector('.why').textContent=m ? m.why.join('; ') : '';
+      if(m) shown.push([m.score, r.getAttribute('data-feature'), r]);
+    });
+    if(words.length) shown.sort(function(a,b){return b[0]-a[0] || (a[1]<b[1]?-1:a[1]>b[1]?1:0)});
+    else shown=rows.map(function(r){return [0, '', r]});
+    shown.forEach(function(s){body.appendChild(s[2])});
+    document.querySelectorAll('.why-col').forEach(function(c){c.style.display=words.length?'':'none'});
+    var views=0, services=0;
+    others.forEach(function(r){var t=r.getAttribute('data-search'); var ok=words.every(function(w){return t.indexOf(w)>=0});
+      r.style.display=ok?'':'none'; if(ok){ if(r.closest('#views')) views++; else services++; }});
+    if(count) count.textContent=shown.length+' of '+rows.length+' features'+(words.length?', '+views+' views, '+services+' services match':'');
     if(history.replaceState && location.protocol!=='file:'){var u=new URL(location.href); if(box.value) u.searchParams.set('q',box.value); else u.searchParams.delete('q'); history.replaceState(null,'',u);}
   }
   box.addEventListener('input',apply);
@@ -273,8 +303,15 @@ def _feature_badges(view: dict[str, Any]) -> str:
     return badge(f["status"], "freshness", title) + " " + badge(v["status"], "validation", v["summary"])
 
 
+def _search_weights_script() -> str:
+    from catalog.search import _EXACT_NAME_BONUS, FIELD_WEIGHTS
+
+    weights = json.dumps({"fields": FIELD_WEIGHTS, "exact_name_bonus": _EXACT_NAME_BONUS})
+    return f'<script type="application/json" id="search-weights">{weights}</script>'
+
+
 def render_index(snapshot: dict[str, Any], links: Links) -> str:
-    from catalog.search import search_text
+    from catalog.search import search_fields, service_search_text, view_search_text
 
     views = _views_by_name(snapshot)
     rows = []
@@ -282,8 +319,9 @@ def render_index(snapshot: dict[str, Any], links: Links) -> str:
         view = views[feature["view"]]
         stats = feature.get("stats") or {}
         rows.append(
-            f'<tr data-search="{e(search_text(feature))}" data-feature="{e(feature["id"])}">'
+            f'<tr data-fields="{e(json.dumps(search_fields(feature)))}" data-feature="{e(feature["id"])}">'
             f'<td><a href="{links.feature(feature["view"], feature["name"])}">{e(feature["name"])}</a></td>'
+            f'<td class="why why-col small muted"></td>'
             f'<td><a href="{links.view(feature["view"])}">{e(feature["view"])}</a></td><td>{e(feature["dtype"])}</td>'
             f'<td>{e(feature["description"])}</td><td>{e(feature["owner"])}</td><td>{e(", ".join(feature["entities"]))}</td>'
             f'<td>{_feature_badges(view)}</td>'
@@ -291,13 +329,13 @@ def render_index(snapshot: dict[str, Any], links: Links) -> str:
             f'<td>{histogram_svg(stats.get("histogram"), width=90, height=22, mini=True) if stats.get("histogram") else ""}</td></tr>'
         )
     view_rows = "".join(
-        f'<tr><td><a href="{links.view(v["name"])}">{e(v["name"])}</a></td><td>{e(", ".join(v["entities"]))}</td>'
+        f'<tr data-search="{e(view_search_text(v))}"><td><a href="{links.view(v["name"])}">{e(v["name"])}</a></td><td>{e(", ".join(v["entities"]))}</td>'
         f'<td class="num">{len(v["features"])}</td><td>{e(v["owner"])}</td><td>{_feature_badges(v)}</td>'
         f'<td class="num">{fmt(v["offline"]["rows"])}</td><td>{tags(v["tags"])}</td><td>{e(v["description"])}</td></tr>'
         for v in snapshot["feature_views"]
     )
     service_rows = "".join(
-        f'<tr><td><a href="{links.service(s["name"])}">{e(s["name"])}</a></td><td>{e(", ".join(s["feature_views"]))}</td>'
+        f'<tr data-search="{e(service_search_text(s))}"><td><a href="{links.service(s["name"])}">{e(s["name"])}</a></td><td>{e(", ".join(s["feature_views"]))}</td>'
         f'<td class="num">{len(s["features"])}</td><td>{e(s["owner"])}</td><td>{e(", ".join(s["models"])) or "–"}</td>'
         f'<td>{e(s["description"])}</td></tr>'
         for s in snapshot["feature_services"]
@@ -308,13 +346,14 @@ def render_index(snapshot: dict[str, Any], links: Links) -> str:
         for m in snapshot["models"]
     ) or '<li class="muted">no model manifests yet</li>'
     body = f"""<h1>Features</h1>
-<p><input id="search" type="search" autofocus placeholder="Search by name, description, owner, tag, entity…" aria-label="search features">
-<span id="match-count" class="muted small"></span></p>
-<table id="features"><thead><tr><th>feature</th><th>view</th><th>type</th><th>description</th><th>owner</th><th>entities</th>
+<p><input id="search" type="search" autofocus placeholder="Search by name, description, view, tag, owner, entity…" aria-label="search features">
+<span id="match-count" class="muted small"></span></p>{_search_weights_script()}
+<p class="muted small">Ranked: feature name, then description, then view, then tags; “matched” says where each word was found.</p>
+<table id="features"><thead><tr><th>feature</th><th class="why-col">matched</th><th>view</th><th>type</th><th>description</th><th>owner</th><th>entities</th>
 <th>status</th><th class="num">nulls</th><th>distribution</th></tr></thead><tbody>{''.join(rows)}</tbody></table>
-<h2 id="views">Feature views</h2><table><thead><tr><th>view</th><th>entities</th><th class="num">features</th><th>owner</th>
+<h2>Feature views</h2><table id="views"><thead><tr><th>view</th><th>entities</th><th class="num">features</th><th>owner</th>
 <th>status</th><th class="num">offline rows</th><th>tags</th><th>description</th></tr></thead><tbody>{view_rows}</tbody></table>
-<h2 id="services">Feature services</h2><table><thead><tr><th>service</th><th>views</th><th class="num">features</th><th>owner</th>
+<h2>Feature services</h2><table id="services"><thead><tr><th>service</th><th>views</th><th class="num">features</th><th>owner</th>
 <th>models</th><th>description</th></tr></thead><tbody>{service_rows}</tbody></table>
 <h2>Models</h2><ul>{models}</ul>
 <h2>Lineage</h2><div class="card">{lineage_svg(snapshot["lineage"], links)}</div>"""
@@ -347,14 +386,39 @@ def _freshness_card(view: dict[str, Any]) -> str:
             f'{f"<dt>failing checks</dt><dd>{e(failing)}</dd>" if failing else ""}</dl></div>')
 
 
+def _value_html(value: Any) -> str:
+    """A check's metadata value, readable: records as a table, mappings as a list of name/value pairs."""
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        columns = list(dict.fromkeys(key for item in value for key in item))
+        head = "".join(f"<th>{e(column)}</th>" for column in columns)
+        body = "".join("<tr>" + "".join(f"<td>{_value_html(item.get(column))}</td>" for column in columns) + "</tr>" for item in value)
+        return f'<table class="inner"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    if isinstance(value, dict):
+        return _metadata_table(value)
+    if isinstance(value, list):
+        return e(", ".join(fmt(item) for item in value)) or "–"
+    return e(fmt(value))
+
+
+def _metadata_table(metadata: dict[str, Any]) -> str:
+    rows = "".join(f'<tr><th>{e(key)}</th><td>{_value_html(value)}</td></tr>' for key, value in metadata.items())
+    return f'<table class="inner meta"><tbody>{rows}</tbody></table>'
+
+
+def _check_details(check: dict[str, Any]) -> str:
+    description = f'<div>{e(check["description"] or "")}</div>'
+    if not check["metadata"]:
+        return description
+    return f'{description}<details open><summary>details</summary>{_metadata_table(check["metadata"])}</details>'
+
+
 def _checks_table(checks: list[dict[str, Any]]) -> str:
     if not checks:
         return '<p class="muted">No asset check results in Dagster for this view yet.</p>'
     rows = "".join(
         f'<tr><td>{e(c["asset"])}</td><td>{e(c["check"])}</td><td>{e(c["kind"])}</td><td>{e(c["partition"] or "–")}</td>'
         f'<td>{badge("passing" if c["passed"] else ("warning" if c["severity"] == "WARN" else "failing"), "result")}</td>'
-        f'<td>{e(c["timestamp"][:19])}</td><td class="small">{e(c["description"] or "")} '
-        f'{e(json.dumps(c["metadata"], default=str)[:300]) if c["metadata"] else ""}</td></tr>'
+        f'<td>{e(c["timestamp"][:19])}</td><td class="small">{_check_details(c)}</td></tr>'
         for c in checks
     )
     return (f'<table class="checks"><thead><tr><th>asset</th><th>check</th><th>kind</th><th>partition</th><th>result</th>'

@@ -1,20 +1,24 @@
 """The catalog web app (FastAPI): HTML pages and a JSON API over one in-memory snapshot.
 
 Requests never import Feast or scan parquet: the snapshot is built once (at start, or on demand by
-POST /api/refresh, which rebuilds in a background thread and swaps it in when done).
+POST /api/refresh, which rebuilds in a background thread and swaps it in when done), and a newer
+snapshot file written meanwhile (the Dagster `catalog` asset, refreshed by a sensor after runs) is
+picked up by the next request.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from catalog import render
-from catalog.search import search_features
+from catalog.search import matches_all_words, rank_features, service_search_text, view_search_text
+from catalog.snapshot import read_snapshot
 
 LINKS = render.Links()
 
@@ -22,12 +26,32 @@ LINKS = render.Links()
 class CatalogState:
     """The snapshot being served, and how to rebuild it (None: a fixed snapshot)."""
 
-    def __init__(self, snapshot: dict[str, Any], rebuild: Callable[[], dict[str, Any]] | None = None):
+    def __init__(self, snapshot: dict[str, Any], rebuild: Callable[[], dict[str, Any]] | None = None, follow: Path | None = None):
         self.snapshot = snapshot
         self._rebuild = rebuild
         self._lock = threading.Lock()
         self.refreshing = False
         self.last_error: str | None = None
+        self._follow = follow  # the snapshot file: served anew whenever it changes
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self._follow.stat() if self._follow is not None else None
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size) if stat else None
+
+    def current(self) -> dict[str, Any]:
+        """The snapshot, reloaded first when the followed file changed (one stat per request)."""
+        stamp = self._stamp()
+        if stamp is not None and stamp != self._seen:
+            try:
+                self.snapshot = read_snapshot(self._follow)
+            except (OSError, ValueError) as exc:  # keep serving the previous snapshot
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            self._seen = stamp
+        return self.snapshot
 
     def refresh_in_background(self) -> bool:
         if self._rebuild is None:
@@ -65,7 +89,7 @@ def create_app(state: CatalogState) -> FastAPI:
     app = FastAPI(title="featurestack catalog", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
 
     def snap() -> dict[str, Any]:
-        return state.snapshot
+        return state.current()
 
     def views() -> dict[str, dict[str, Any]]:
         return {view["name"]: view for view in snap()["feature_views"]}
@@ -103,15 +127,15 @@ def create_app(state: CatalogState) -> FastAPI:
     # ------------------------------------------------------------------ JSON
     @app.get("/api/features")
     def api_features(
-        q: str = Query("", description="words that must all match name, description, owner, tag or entity"),
+        q: str = Query("", description="words that must all match (name, description, view, tag, owner, entity); ranked in that order, with `matched` saying where"),
         view: str | None = None, service: str | None = None, histogram: bool = False,
     ) -> list[dict[str, Any]]:
-        features = search_features(snap()["features"], q)
+        matches = rank_features(snap()["features"], q)
         if view:
-            features = [f for f in features if f["view"] == view]
+            matches = [m for m in matches if m.feature["view"] == view]
         if service:
-            features = [f for f in features if service in f["feature_services"]]
-        return [_feature_summary(f, histogram) for f in features]
+            matches = [m for m in matches if service in m.feature["feature_services"]]
+        return [_feature_summary(m.feature, histogram) | ({"matched": list(m.reasons)} if q.strip() else {}) for m in matches]
 
     @app.get("/api/features/{view}/{name}")
     def api_feature(view: str, name: str) -> dict[str, Any]:
@@ -121,12 +145,12 @@ def create_app(state: CatalogState) -> FastAPI:
         return _feature_summary(feature, with_histogram=True)
 
     @app.get("/api/feature-views")
-    def api_views() -> list[dict[str, Any]]:
+    def api_views(q: str = Query("", description="words that must all match name, description, owner, entity, tag or feature")) -> list[dict[str, Any]]:
         return [
             {key: view[key] for key in ("name", "description", "owner", "entities", "join_keys", "tags", "feature_services", "models")}
             | {"features": [f["name"] for f in view["features"]], "freshness": view["freshness"]["status"],
                "validation": view["validation"]["status"], "rows": view["offline"]["rows"]}
-            for view in snap()["feature_views"]
+            for view in snap()["feature_views"] if matches_all_words(view_search_text(view), q)
         ]
 
     @app.get("/api/feature-views/{name}")
@@ -138,9 +162,10 @@ def create_app(state: CatalogState) -> FastAPI:
         return {**view, "features": [{**field, "stats": features[field["name"]].get("stats")} for field in view["features"]]}
 
     @app.get("/api/feature-services")
-    def api_services() -> list[dict[str, Any]]:
+    def api_services(q: str = Query("", description="words that must all match name, description, owner, view, feature or model")) -> list[dict[str, Any]]:
         return [{"name": s["name"], "description": s["description"], "owner": s["owner"], "feature_views": s["feature_views"],
-                 "models": s["models"], "feature_count": len(s["features"])} for s in snap()["feature_services"]]
+                 "models": s["models"], "feature_count": len(s["features"])}
+                for s in snap()["feature_services"] if matches_all_words(service_search_text(s), q)]
 
     @app.get("/api/feature-services/{name}")
     def api_service(name: str) -> dict[str, Any]:
@@ -185,6 +210,6 @@ def create_app(state: CatalogState) -> FastAPI:
 
 
 def serve(state: CatalogState, host: str = "127.0.0.1", port: int = 8080) -> None:
-    import uvicorn
+    from featurestack.shutdown import serve_http
 
-    uvicorn.run(create_app(state), host=host, port=port, log_level="info")
+    serve_http(create_app(state), host=host, port=port, log_level="info")

@@ -10,14 +10,14 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from featurestack.settings import FEATURE_REPO_DIR, PROJECT_ROOT, load_settings
+from featurestack.settings import FEATURE_REPO_DIR, PROJECT_ROOT, demo_start_date, load_settings
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from pipelines.generator import generate
 
     settings = load_settings()
-    start = args.start or settings.start_date
+    start = args.start or settings.start_date or demo_start_date(args.days)
     summary = generate(settings.landing_dir, start, args.days, args.transactions_per_day, seed=args.seed)
     print(f"generated {len(summary.days)} day(s) from {start} into {summary.landing_dir}")
     for table, rows in summary.rows.items():
@@ -47,6 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name, value in manifest["metrics"].items():
         print(f"  {name:<16} {value:.4f}")
     print(f"  artifact {result.model_dir}")
+    _record_in_dagster(settings, result)
     floor = manifest["metric_floor"]["test_roc_auc"]
     if not result.promoted:
         print(f"  NOT promoted: test_roc_auc below the floor {floor} of {manifest['feature_service']}; serving keeps the previous model")
@@ -55,13 +56,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def _record_in_dagster(settings, result) -> None:
+    import dagster as dg
 
+    from assets.training import record_training
+
+    with dg.DagsterInstance.from_config(str(_dagster_home(settings))) as instance:
+        record_training(instance, result)
+    print(f"  recorded in Dagster ({settings.dagster_home}): training/{result.manifest['feature_service']}/training_set and /model")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from featurestack.shutdown import serve_http
     from serving.app import create_app
 
     print(f"featurestack serving on http://{args.host}:{args.port} (/predict, /features, /readyz, /metrics)", file=sys.stderr)
-    uvicorn.run(create_app(load_settings()), host=args.host, port=args.port, log_level="warning")
+    serve_http(create_app(load_settings()), host=args.host, port=args.port)
     return 0
 
 
@@ -121,30 +131,50 @@ def _resolved_environment() -> dict[str, str]:
     settings = load_settings()
     endpoint = ensure_redis(settings.redis_url, settings.state_dir)
     export_feast_environment(settings, endpoint.url)
+    print(f"Redis: {endpoint.describe()}", file=sys.stderr)
+    return {**os.environ, "REDIS_URL": endpoint.url, "DAGSTER_HOME": str(_dagster_home(settings))}
+
+
+def _dagster_home(settings) -> Path:
+    """The platform's persistent Dagster instance folder (a dagster.yaml of defaults: all stored in it)."""
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     (settings.dagster_home / "dagster.yaml").touch()
-    print(f"Redis: {endpoint.describe()}", file=sys.stderr)
-    return {**os.environ, "REDIS_URL": endpoint.url, "DAGSTER_HOME": str(settings.dagster_home)}
+    return settings.dagster_home
 
 
 def _exec(program: str, argv: list[str], env: dict[str, str]) -> int:
-    executable = shutil.which(program, path=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+    executable = _program(program, env)
     if executable is None:
-        print(f"featurestack: `{program}` not found; install the project first (make install)", file=sys.stderr)
         return 127
     os.execve(executable, [program, *argv], env)
     return 0  # not reached
 
 
+def _program(name: str, env: dict[str, str]) -> str | None:
+    """The installed program next to this Python (or on PATH); None, said on stderr, when missing."""
+    executable = shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+    if executable is None:
+        print(f"featurestack: `{name}` not found; install the project first (make install)", file=sys.stderr)
+    return executable
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
+    from featurestack.dev import run_dev
+
     env = _resolved_environment()
-    return _exec("dagster", ["dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)], env)
+    dagster = _program("dagster", env)
+    if dagster is None:
+        return 127
+    command = [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    return run_dev(command, env, Path(env["DAGSTER_HOME"]))
 
 
 def _cmd_feast(args: argparse.Namespace) -> int:
+    from featurestack.feast_repo import write_feast_config
+
     env = _resolved_environment()
-    settings = load_settings()
-    return _exec("feast", ["-c", str(FEATURE_REPO_DIR), "-f", str(settings.feature_store_yaml), *args.feast_args], env)
+    config = write_feast_config(load_settings(), env["REDIS_URL"])
+    return _exec("feast", ["-c", str(FEATURE_REPO_DIR), "-f", str(config), *args.feast_args], env)
 
 
 def _catalog_snapshot(args: argparse.Namespace) -> dict:
@@ -172,35 +202,39 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
         return 0
     if args.catalog_command == "search":
         return _cmd_catalog_search(args)
-    from catalog.snapshot import publish
+    from catalog.snapshot import SNAPSHOT_FILE, catalog_dir, publish
     from catalog.web import CatalogState, serve
 
     snapshot = _catalog_snapshot(args)
     rebuild = None if args.snapshot else (lambda: publish(load_settings())[0])
-    print(f"featurestack catalog on http://{args.host}:{args.port}/ (JSON API under /api/)", file=sys.stderr)
-    serve(CatalogState(snapshot, rebuild), host=args.host, port=args.port)
+    # The saved snapshot is followed: a rebuild by the Dagster `catalog` asset after a run shows up.
+    follow = args.snapshot or catalog_dir(load_settings()) / SNAPSHOT_FILE
+    print(f"featurestack catalog on http://{args.host}:{args.port}/ (JSON API under /api/; follows {follow})", file=sys.stderr)
+    serve(CatalogState(snapshot, rebuild, follow=follow), host=args.host, port=args.port)
     return 0
 
 
 def _cmd_catalog_search(args: argparse.Namespace) -> int:
     import json
 
-    from catalog.search import search_features
+    from catalog.search import rank_features
 
     snapshot = _catalog_snapshot(args)
-    matches = search_features(snapshot["features"], " ".join(args.text))
+    matches = rank_features(snapshot["features"], " ".join(args.text))
     if args.json:
-        print(json.dumps([{k: v for k, v in f.items() if k != "stats"} for f in matches], indent=1))
+        print(json.dumps([{k: v for k, v in m.feature.items() if k != "stats"} | {"matched": list(m.reasons)} for m in matches], indent=1))
         return 0 if matches else 1
     if not matches:
         print(f"no feature matches {' '.join(args.text)!r}", file=sys.stderr)
         return 1
-    width = max(len(f["id"]) for f in matches)
-    for feature in matches:
+    width = max(len(m.feature["id"]) for m in matches)
+    for match in matches:
+        feature = match.feature
         stats = feature.get("stats") or {}
         nulls = f"{stats['null_rate']:.1%} null" if stats.get("null_rate") is not None else "no data"
         print(f"{feature['id']:<{width}}  {feature['dtype']:<8} {feature['owner']:<28} freshness={feature['freshness']:<8} "
               f"validation={feature['validation']:<8} {nulls:<10} {feature['description']}")
+        print(f"{'':<{width}}  matched {'; '.join(match.reasons)}")
     return 0
 
 
@@ -212,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--days", type=int, default=3)
     generate.add_argument("--transactions-per-day", type=int, default=20_000)
     generate.add_argument("--seed", type=int, default=7)
-    generate.add_argument("--start", type=date.fromisoformat, default=None, help="first day (default FEATURESTACK_START_DATE)")
+    generate.add_argument("--start", type=date.fromisoformat, default=None, help="first day (default FEATURESTACK_START_DATE, else the days end yesterday, UTC)")
     generate.set_defaults(handler=_cmd_generate)
 
     run = commands.add_parser("run", help="run the Dagster asset graph in-process for the landed days")
@@ -256,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--rebuild", action="store_true", help="rebuild the snapshot instead of using the saved one")
     catalog.set_defaults(handler=_cmd_catalog, catalog_command=None)
     catalog_commands = catalog.add_subparsers(dest="catalog_command")
-    search = catalog_commands.add_parser("search", help="features matching every word (name, description, owner, tag, entity)")
+    search = catalog_commands.add_parser("search", help="features matching every word, ranked: name > description > view > tags, each saying why")
     search.add_argument("text", nargs="+")
     search.add_argument("--json", action="store_true", help="print the matches as JSON")
     # SUPPRESS: options given before `search` (featurestack catalog --rebuild search x) are kept.

@@ -39,7 +39,8 @@ def source_fingerprint(directories: list[Path]) -> str:
     digest = hashlib.sha256()
     for directory in directories:
         for file in sorted(directory.rglob("*")):
-            if file.is_file() and file.suffix in (".py", ".yaml") and "__pycache__" not in file.parts:
+            # Links are skipped: feature_repo/feature_store.yaml leads to the generated Feast config, not code.
+            if file.is_file() and not file.is_symlink() and file.suffix in (".py", ".yaml") and "__pycache__" not in file.parts:
                 digest.update(str(file.relative_to(directory.parent)).encode())
                 digest.update(file.read_bytes())
     return digest.hexdigest()[:16]

@@ -4,7 +4,6 @@ its last successful run is skipped, which makes a second run quick and leaves th
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from featurestack import lake
-from featurestack.redis_server import RedisEndpoint, ensure_redis, project_keys, redis_client
+from featurestack.redis_server import RedisEndpoint, ensure_redis, project_keys, record_redis_used, redis_client, redis_identity
 from featurestack.settings import PROJECT_ROOT, Settings, load_settings
 
 FINGERPRINT_TAG = "featurestack/fingerprint"
@@ -97,8 +96,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     code = lake.source_fingerprint([PROJECT_ROOT / name for name in CODE_DIRS])
     dimensions = lake.fingerprint([settings.landing_dir / "users", settings.landing_dir / "merchants"])
     # The Redis URL may carry a password: only a hash of it goes into the (visible) run tags.
-    redis_identity = hashlib.sha256(endpoint.url.encode()).hexdigest()[:12]
-    setup_fingerprint = f"{code}-{dimensions}-{redis_identity}"
+    setup_fingerprint = f"{code}-{dimensions}-{redis_identity(endpoint.url)}"
     _execute(instance, definitions.resolve_job_def(SETUP_JOB), None, setup_fingerprint, force, outcome)
     daily = definitions.resolve_job_def(DAILY_JOB)
     complete_days = set(daily.partitions_def.get_partition_keys())
@@ -115,6 +113,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
         _execute(instance, daily, day.isoformat(), day_fingerprint, force, outcome)
     if outcome.ran:
         _execute(instance, definitions.resolve_job_def(CATALOG_JOB), None, day_fingerprint, True, outcome)
+    record_redis_used(settings.state_dir, endpoint)  # `featurestack status` compares the Redis it reads with this
     outcome.seconds = time.perf_counter() - started
     return outcome
 

@@ -7,12 +7,15 @@ later runs while it lives).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -95,16 +98,50 @@ def start_own_redis(state_dir: Path) -> str:
     return url
 
 
-def ensure_redis(redis_url: str, state_dir: Path) -> RedisEndpoint:
+def redis_identity(url: str) -> str:
+    """A short fingerprint of the full URL (credentials included, so never the URL itself on disk)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
+def _last_run_file(state_dir: Path) -> Path:
+    return state_dir / "redis" / "last_run.json"
+
+
+def record_redis_used(state_dir: Path, endpoint: RedisEndpoint) -> None:
+    """Remember which Redis the last platform run wrote to (redacted URL and identity, no secret)."""
+    path = _last_run_file(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"url": redact_url(endpoint.url), "identity": redis_identity(endpoint.url), "origin": endpoint.origin,
+              "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    staged = path.with_suffix(".tmp")
+    staged.write_text(json.dumps(record))
+    staged.replace(path)
+
+
+def redis_used_last(state_dir: Path) -> dict | None:
+    """What `record_redis_used` wrote, or None before the first run."""
+    path = _last_run_file(state_dir)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def find_redis(redis_url: str, state_dir: Path) -> RedisEndpoint | None:
+    """The Redis `ensure_redis` would pick, without starting one: None when none answers."""
     if redis_url:
-        if not answers(redis_url, timeout_s=2.0):
-            raise RedisUnavailableError(f"REDIS_URL={redact_url(redis_url)} does not answer PING")
-        return RedisEndpoint(redis_url, "REDIS_URL")
+        return RedisEndpoint(redis_url, "REDIS_URL") if answers(redis_url, timeout_s=2.0) else None
     if answers(DEFAULT_LOCAL_URL):
         return RedisEndpoint(DEFAULT_LOCAL_URL, "local default")
     own_url_file = state_dir / "redis" / "url"
     if own_url_file.exists() and answers(own_url_file.read_text().strip()):
         return RedisEndpoint(own_url_file.read_text().strip(), "started by featurestack")
+    return None
+
+
+def ensure_redis(redis_url: str, state_dir: Path) -> RedisEndpoint:
+    found = find_redis(redis_url, state_dir)
+    if found is not None:
+        return found
+    if redis_url:
+        raise RedisUnavailableError(f"REDIS_URL={redact_url(redis_url)} does not answer PING")
     return RedisEndpoint(start_own_redis(state_dir), "started by featurestack")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -82,7 +82,8 @@ class Settings:
     spark_driver_memory: str
     spark_shuffle_partitions: int
     spark_conf: dict[str, str] = field(default_factory=dict)
-    start_date: date = date(2026, 11, 1)
+    # First daily partition; None (the default): the first landed day, and the demo's days end yesterday (UTC).
+    start_date: date | None = None
     webhook_url: str = ""
     # Feast SQL registry (multi-user), e.g. postgresql+psycopg://user:pw@host:5432/feast_registry; empty: a file
     registry_db_url: str = ""
@@ -121,12 +122,16 @@ class Settings:
 
     @property
     def feature_store_yaml(self) -> Path:
+        """The profile's template in feature_repo/ (its ${...} placeholders are filled from these settings)."""
         if self.registry_db_url:
-            # Its ${FEATURESTACK_REGISTRY_DB_URL} placeholder is read straight from the environment.
             return FEATURE_REPO_DIR / "feature_store.sql-registry.yaml"
-        # `local` is feast's default file name, so plain `feast` commands in feature_repo/ use the embedded profile.
-        name = "feature_store.yaml" if self.offline_profile == "local" else f"feature_store.{self.offline_profile}.yaml"
-        return FEATURE_REPO_DIR / name
+        return FEATURE_REPO_DIR / f"feature_store.{self.offline_profile}.yaml"
+
+    @property
+    def feast_config_path(self) -> Path:
+        """The filled-in Feast config the platform writes; feature_repo/feature_store.yaml links to the
+        default state's one, so plain `feast` and `FeatureStore(repo_path="feature_repo")` see it."""
+        return self.state_dir / "feast" / "feature_store.yaml"
 
 
 def _registry_db_url(profile: str) -> str:
@@ -159,7 +164,7 @@ def load_settings() -> Settings:
         spark_driver_memory=_env("SPARK_DRIVER_MEMORY", "2g"),
         spark_shuffle_partitions=int(_env("SPARK_SHUFFLE_PARTITIONS", "4")),
         spark_conf=_parse_spark_conf(_env("FEATURESTACK_SPARK_CONF", "")),
-        start_date=date.fromisoformat(_env("FEATURESTACK_START_DATE", "2026-11-01")),
+        start_date=date.fromisoformat(start) if (start := _env("FEATURESTACK_START_DATE", "")) else None,
         webhook_url=_env("FEATURESTACK_ALERT_WEBHOOK_URL", ""),
         registry_db_url=_registry_db_url(profile),
         redis_type=_redis_type(),
@@ -184,6 +189,16 @@ def load_settings() -> Settings:
             publish_scored=_env("FEATURESTACK_SERVING_PUBLISH_EVENTS", "0") in ("1", "true", "yes"),
         ),
     )
+
+
+def utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+def demo_start_date(days: int) -> date:
+    """The first of `days` generated days that end yesterday (UTC), the last complete day: what a fresh
+    demo shows as fresh."""
+    return utc_today() - timedelta(days=days)
 
 
 @lru_cache(maxsize=1)

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 from featurestack import lake
-from featurestack.redis_server import DEFAULT_LOCAL_URL, answers, project_keys, redact_url, redis_client
+from featurestack.redis_server import RedisEndpoint, find_redis, project_keys, redis_client, redis_identity, redis_used_last
 from featurestack.settings import Settings
 
 
-def _redis_url_in_use(settings: Settings) -> str | None:
-    own = settings.state_dir / "redis" / "url"
-    candidates = [settings.redis_url] if settings.redis_url else [DEFAULT_LOCAL_URL, own.read_text().strip() if own.exists() else ""]
-    return next((url for url in candidates if url and answers(url)), None)
+def _when(last_run: dict) -> str:
+    return last_run["at"][:19].replace("T", " ") + " UTC"
+
+
+def redis_lines(settings: Settings, endpoint: RedisEndpoint | None) -> list[str]:
+    """Which Redis status reads (found as `featurestack run` finds it), and whether the last run used it."""
+    last = redis_used_last(settings.state_dir)
+    if endpoint is None:
+        lines = ["redis        none answering (run `make demo` or set REDIS_URL)"]
+    else:
+        lines = [f"redis        reading {endpoint.describe()}"]
+    if last is None:
+        lines.append("             no `featurestack run` recorded in this state folder yet")
+    elif endpoint is not None and last["identity"] == redis_identity(endpoint.url):
+        lines.append(f"             the Redis the last run used ({_when(last)})")
+    else:
+        lines.append(f"             NOT the Redis the last run used ({_when(last)}): {last['url']} ({last['origin']});"
+                     f" set REDIS_URL to it to read what that run published")
+    return lines
 
 
 def print_status(settings: Settings) -> None:
@@ -25,11 +40,12 @@ def print_status(settings: Settings) -> None:
             days = lake.partition_dates(table_dir)
             span = f"{len(days)} day(s) {days[0]}..{days[-1]}" if days else "snapshot"
             print(f"{layer:<12} {table_dir.name:<16} {lake.row_count(table_dir):>12,} rows  {span}")
-    url = _redis_url_in_use(settings)
-    if url is None:
-        print("redis        none answering (run `make demo` or set REDIS_URL)")
+    endpoint = find_redis(settings.redis_url, settings.state_dir)
+    for line in redis_lines(settings, endpoint):
+        print(line)
+    if endpoint is None:
         return
-    client = redis_client(url, settings.redis_type)  # a cluster client counts every primary's keys
+    client = redis_client(endpoint.url, settings.redis_type)  # a cluster client counts every primary's keys
     keys = sum(1 for _ in project_keys(client, settings.feast_project))
     client.close()
-    print(f"redis        {redact_url(url)}: {keys:,} entity keys of project {settings.feast_project}")
+    print(f"             {keys:,} entity keys of project {settings.feast_project}")

@@ -11,6 +11,11 @@ import redis
 from featurestack.redis_server import project_keys
 from pipelines.spark import build_spark_session
 
+# Tests keep fixed dates (the demo's default days end yesterday): every settings object built in a test,
+# and every process a test starts, sees this first partition unless the test says otherwise.
+TEST_START_DATE = "2026-11-01"
+os.environ.setdefault("FEATURESTACK_START_DATE", TEST_START_DATE)
+
 PLATFORM_DAYS = 3
 PLATFORM_TRANSACTIONS_PER_DAY = 1500
 

@@ -109,7 +109,7 @@ def test_browser_search_open_feature_page(catalog, tmp_path):
             page.fill("#search", "daily spend amount")
             visible = page.locator("#features tbody tr:visible")
             expect(visible).to_have_count(1)
-            expect(page.locator("#match-count")).to_have_text("1 of 4 features")
+            expect(page.locator("#match-count")).to_contain_text("1 of 4 features")
             visible.get_by_role("link", name="spend_1d").click()
             page.wait_for_url("**/features/card_spend/spend_1d")
             expect(page.locator("#feature-name")).to_contain_text("card_spend:spend_1d")
@@ -125,3 +125,44 @@ def test_browser_search_open_feature_page(catalog, tmp_path):
             assert (tmp_path / "catalog-feature.png").stat().st_size > 10_000
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+def test_browser_ranks_like_the_api_says_why_and_filters_views_and_services(catalog):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, _ = catalog
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(base + "/")
+            for query in ("spend", "card", "1d", "cards"):
+                page.fill("#search", query)
+                api = _get(f"{base}/api/features?q={query}")
+                shown = page.locator("#features tbody tr:visible")
+                expect(shown).to_have_count(len(api))
+                assert shown.evaluate_all("rows => rows.map(r => r.dataset.feature)") == [f["id"] for f in api], query
+                reasons = shown.locator(".why").all_inner_texts()
+                assert reasons == ["; ".join(f["matched"]) for f in api], query
+                views = page.locator("#views tbody tr:visible").evaluate_all("rows => rows.map(r => r.cells[0].innerText)")
+                assert views == [v["name"] for v in _get(f"{base}/api/feature-views?q={query}")], query
+                services = page.locator("#services tbody tr:visible").evaluate_all("rows => rows.map(r => r.cells[0].innerText)")
+                assert services == [s["name"] for s in _get(f"{base}/api/feature-services?q={query}")], query
+            page.fill("#search", "")
+            expect(page.locator("#features tbody tr:visible")).to_have_count(4)
+            expect(page.locator("th.why-col")).to_be_hidden()
+        finally:
+            browser.close()
+
+
+def test_check_details_render_as_tables_not_json(catalog):
+    base, snapshot = catalog
+    html = _get(f"{base}/views/card_spend")
+    view = next(v for v in snapshot["feature_views"] if v["name"] == "card_spend")
+    assert view["validation"]["latest"], "the small catalog has check results"
+    assert '<table class="inner meta">' in html and "<details open><summary>details</summary>" in html
+    for check in view["validation"]["latest"]:
+        for key in check["metadata"]:
+            assert f"<th>{key}</th>" in html
+    assert '{&quot;' not in html  # no raw JSON dump

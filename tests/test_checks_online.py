@@ -111,11 +111,20 @@ def test_offline_partition_freshness_fails_when_the_latest_partition_is_missing(
     assert fresh["features/merchant_risk:freshness_check"].passed
 
 
-def test_freshness_policies_come_from_the_feast_sla_tags(defs):
+def test_freshness_policies_come_from_the_feast_sla_tags_on_the_checks_deadline(defs):
     graph = defs.resolve_asset_graph()
-    policy = graph.get(dg.AssetKey(["features", "user_velocity"])).freshness_policy
-    assert policy.fail_window.to_timedelta() == timedelta(hours=36)
-    assert graph.get(dg.AssetKey(["online", "merchant_risk"])).freshness_policy.fail_window.to_timedelta() == timedelta(hours=48)
+    user_velocity = graph.get(dg.AssetKey(["features", "user_velocity"])).freshness_policy
+    merchant_risk = graph.get(dg.AssetKey(["online", "merchant_risk"])).freshness_policy
+    # SLA 36 h: the day's partition is due 12:00 UTC the next day; SLA 48 h: 23:00 (clamped).
+    assert (user_velocity.deadline_cron, user_velocity.timezone) == ("0 12 * * *", "UTC")
+    assert merchant_risk.deadline_cron == "0 23 * * *"
+    assert user_velocity.lower_bound_delta == timedelta(days=1)
+    # The partition freshness checks run on the very same deadlines, so policy and checks agree.
+    check_deadlines = {
+        spec.asset_key.path[1]: spec.metadata["dagster/freshness_params"].data["deadline_cron"]
+        for check in defs.asset_checks for spec in check.check_specs if spec.name == "freshness_check"
+    }
+    assert check_deadlines == {"user_velocity": user_velocity.deadline_cron, "merchant_risk": merchant_risk.deadline_cron}
 
 
 def test_failed_checks_go_to_the_webhook_or_the_log(platform, defs, instance, caplog):

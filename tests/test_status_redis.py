@@ -1,0 +1,33 @@
+"""`featurestack status` says which Redis it reads and whether it is the one the last run used."""
+
+from __future__ import annotations
+
+import subprocess
+
+import redis
+
+from featurestack.cli import main
+from featurestack.redis_server import free_port, redact_url
+
+
+def test_status_reads_the_redis_of_the_last_run(platform, capsys):
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert f"reading {redact_url(platform.redis.url)}" in out
+    assert "the Redis the last run used" in out and "NOT" not in out
+
+
+def test_status_says_when_it_reads_another_redis(platform, tmp_path, monkeypatch, capsys):
+    port = free_port()
+    subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes", "--save", "",
+                    "--appendonly", "no", "--dir", str(tmp_path)], check=True)
+    other = f"redis://127.0.0.1:{port}/0"
+    try:
+        monkeypatch.setenv("REDIS_URL", other)
+        assert main(["status"]) == 0
+        out = capsys.readouterr().out
+        assert f"reading {other} (REDIS_URL)" in out
+        assert f"NOT the Redis the last run used" in out and redact_url(platform.redis.url) in out
+        assert f"0 entity keys of project {platform.settings.feast_project}" in out
+    finally:
+        redis.Redis.from_url(other).shutdown(nosave=True)
