@@ -77,10 +77,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_stream(args: argparse.Namespace) -> int:
     import logging
-    import signal
-    import threading
 
     from featurestack.redis_server import ensure_redis
+    from featurestack.shutdown import stops_on_signals
     from serving.online_reader import online_store_client
     from streaming.processor import StreamProcessor
     from streaming.views import streamed_views
@@ -96,12 +95,11 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     client = online_store_client(url, timeout_s=5.0)
     processor = StreamProcessor(client, settings.feast_project, view.spec, view.layout, settings.stream.partitions,
                                 settings.stream.batch_events, settings.stream.block_ms)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     print(f"stream processor {processor.name}: {view.spec.source_table} events -> {args.view} in Redis {url} "
           f"(project {settings.feast_project}, {settings.stream.partitions} partitions); Ctrl-C stops it", flush=True)
-    processor.run(stop)
+    # SIGINT/SIGTERM: the batch in hand is written and acknowledged, the leases released.
+    with stops_on_signals() as stopping:
+        processor.run(stopping)
     print(f"stopped: {processor.rows_written:,} rows written", flush=True)
     return 0
 

@@ -14,6 +14,7 @@ import uuid
 import dagster as dg
 import psutil
 import pytest
+import redis
 
 from assets.sensors import AUTOMATION_SENSOR
 from featurestack.redis_server import free_port
@@ -114,3 +115,21 @@ def test_dev_stops_cleanly_and_cancels_its_in_flight_run(tmp_path, redis_url, si
     finally:
         if dev.poll() is None:
             dev.kill()
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_stream_stops_cleanly_and_leaves_its_group(platform, signum):
+    settings = platform.settings
+    environment = {**os.environ, "FEATURESTACK_STATE_DIR": str(settings.state_dir), "REDIS_URL": platform.redis.url,
+                   "FEATURESTACK_FEAST_PROJECT": settings.feast_project}
+    processor = subprocess.Popen([*FEATURESTACK, "stream"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert processor.stdout.readline().startswith("stream processor ")
+        members = f"featurestack:{settings.feast_project}:events:transactions:user_id:windows:user_velocity:members"
+        client = redis.Redis.from_url(platform.redis.url)
+        _wait_for(lambda: client.zcard(members) == 1, 30, "the processor joining its group", processor)
+        assert _stop_and_check_nothing_is_left(processor, signum) == 0
+        assert client.zcard(members) == 0  # it left the group: its partitions go to the others at once
+    finally:
+        if processor.poll() is None:
+            processor.kill()
