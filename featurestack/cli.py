@@ -70,9 +70,10 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from eventlog.logs import open_event_log
     from featurestack.redis_server import ensure_redis
     from serving.online_reader import online_store_client
-    from streaming.processor import StreamProcessor
+    from streaming.processor import StreamProcessor, consumer_group
     from streaming.views import streamed_views
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -84,14 +85,19 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         return 2
     view = views[args.view]
     client = online_store_client(url, timeout_s=5.0)
+    event_log = open_event_log(settings.stream, client, settings.feast_project, view.spec.source_table, view.spec.entity_key,
+                               consumer_group(view.spec))
     processor = StreamProcessor(client, settings.feast_project, view.spec, view.layout, settings.stream.partitions,
-                                settings.stream.batch_events, settings.stream.block_ms)
+                                settings.stream.batch_events, settings.stream.block_ms, log=event_log)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    print(f"stream processor {processor.name}: {view.spec.source_table} events -> {args.view} in Redis {url} "
-          f"(project {settings.feast_project}, {settings.stream.partitions} partitions); Ctrl-C stops it", flush=True)
-    processor.run(stop)
+    print(f"stream processor {processor.name}: {view.spec.source_table} events ({settings.stream.log} log) -> {args.view} "
+          f"in Redis {url} (project {settings.feast_project}, {settings.stream.partitions} partitions); Ctrl-C stops it", flush=True)
+    try:
+        processor.run(stop)
+    finally:
+        event_log.close()
     print(f"stopped: {processor.rows_written:,} rows written", flush=True)
     return 0
 
