@@ -219,13 +219,16 @@ class NatsEventLog:
         self._call(self._ack(acks))
 
     async def _ack(self, acks: Mapping[int, list[bytes]]) -> None:
+        sent = 0
         for partition, ids in acks.items():
             delivered = self._delivered.get(partition, {})
             for entry_id in ids:
                 msg = delivered.pop(entry_id, None)
                 if msg is not None:  # None: the partition was handed over since; its next holder redelivers it
                     await msg.ack()
-        await self._nc.flush(timeout=_TIMEOUT_S)
+                    sent += 1
+        if sent:  # on the wire before returning; the server applies them asynchronously
+            await self._nc.flush(timeout=_TIMEOUT_S)
 
     def dead_letter(self, partition: int, entry_id: bytes, fields: Mapping[Any, Any], reason: str) -> None:
         """Keep the event with its reason, once per source entry: a dead letter is written only when its source
