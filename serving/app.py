@@ -235,7 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await batcher.stop()
             if event_log is not None:
-                event_log.close()
+                await asyncio.to_thread(event_log.close)
             client.close()
 
     app = FastAPI(title="featurestack serving", lifespan=lifespan)
