@@ -9,29 +9,36 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 
+import nats.js.errors
 import pytest
 import redis
 
+from eventlog.logs import open_event_log
 from eventlog.nats_jetstream import NatsEventLog
-from featurestack.settings import load_settings
+from eventlog.redis_streams import RedisEventLog
+from featurestack.settings import StreamSettings, load_settings
 from streaming.processor import consumer_group
 from test_stream_processor import (PARTITIONS, _drain, _entries, _online_state, _processor, _records,
                                    assert_rows_equal_the_aggregator, projects, velocity)  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
 
-NATS_URL = load_settings().stream.nats_url
+NATS = StreamSettings(log="nats", nats_url=load_settings().stream.nats_url, partitions=PARTITIONS)
+
+
+def _open(redis_url: str, project: str, spec) -> NatsEventLog:
+    return open_event_log(NATS, redis.Redis.from_url(redis_url), project, spec.source_table, spec.entity_key, consumer_group(spec))
 
 
 @pytest.fixture
-def nats_logs(velocity):
-    """Opens NatsEventLogs of the velocity view's events; deletes their streams and closes them afterwards."""
-    spec, _ = velocity
+def nats_logs(redis_url, velocity):
+    """Opens the velocity view's NATS event logs as deployments do; deletes their streams and closes them afterwards."""
     opened = []
 
     def open_log(project: str) -> NatsEventLog:
-        opened.append(NatsEventLog(NATS_URL, project, spec.source_table, spec.entity_key, PARTITIONS, consumer_group(spec)))
+        opened.append(_open(redis_url, project, velocity[0]))
         return opened[-1]
 
     yield open_log
@@ -39,9 +46,16 @@ def nats_logs(velocity):
         for stream in (log.stream, log.dead_stream):
             try:
                 log._call(log._js.delete_stream(stream))
-            except Exception:  # noqa: BLE001 - another log of the same project deleted it already
+            except nats.js.errors.NotFoundError:  # another log of the same project deleted it already
                 pass
         log.close()
+
+
+def test_the_settings_choose_the_log(redis_url, velocity, projects, nats_logs):
+    project = projects()
+    assert isinstance(nats_logs(project), NatsEventLog)
+    redis_log = open_event_log(replace(NATS, log="redis"), redis.Redis.from_url(redis_url), project, "transactions", "user_id")
+    assert isinstance(redis_log, RedisEventLog)
 
 
 def _dead_letters(log: NatsEventLog) -> list:
@@ -49,9 +63,7 @@ def _dead_letters(log: NatsEventLog) -> list:
 
 
 def _run_in_child(redis_url, project, velocity):
-    spec, _ = velocity
-    log = NatsEventLog(NATS_URL, project, spec.source_table, spec.entity_key, PARTITIONS, consumer_group(spec))
-    _processor(redis_url, project, velocity, name="child", batch=50, log=log).run(threading.Event())
+    _processor(redis_url, project, velocity, name="child", batch=50, log=_open(redis_url, project, velocity[0])).run(threading.Event())
 
 
 def _read_at_least(log: NatsEventLog, count: int) -> list:
