@@ -37,6 +37,7 @@ class EventLog(Protocol):
     def dead_letter(self, partition: int, entry_id: bytes, fields: Mapping[Any, Any], reason: str) -> None: ...
     def dead_letters(self, partition: int) -> list[tuple[bytes, dict]]: ...
     def lag(self) -> dict[int, int]: ...
+    def close(self) -> None: ...
 
 
 class RedisEventLog:
@@ -142,3 +143,6 @@ class RedisEventLog:
             group = next((g for g in groups if g["name"].decode() == self.group), None)
             lags[partition] = self.client.xlen(key) if group is None else int(group.get("lag") or 0) + int(group.get("pending") or 0)
         return lags
+
+    def close(self) -> None:
+        """Nothing to release: the Redis client belongs to the caller."""

@@ -78,10 +78,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_stream(args: argparse.Namespace) -> int:
     import logging
 
+    from eventlog.logs import open_event_log
     from featurestack.redis_server import ensure_redis
     from featurestack.shutdown import stops_on_signals
     from serving.online_reader import online_store_client
-    from streaming.processor import StreamProcessor
+    from streaming.processor import StreamProcessor, consumer_group
     from streaming.views import streamed_views
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -93,13 +94,18 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         return 2
     view = views[args.view]
     client = online_store_client(url, timeout_s=5.0)
+    event_log = open_event_log(settings.stream, client, settings.feast_project, view.spec.source_table, view.spec.entity_key,
+                               consumer_group(view.spec))
     processor = StreamProcessor(client, settings.feast_project, view.spec, view.layout, settings.stream.partitions,
-                                settings.stream.batch_events, settings.stream.block_ms)
-    print(f"stream processor {processor.name}: {view.spec.source_table} events -> {args.view} in Redis {url} "
-          f"(project {settings.feast_project}, {settings.stream.partitions} partitions); Ctrl-C stops it", flush=True)
+                                settings.stream.batch_events, settings.stream.block_ms, log=event_log)
+    print(f"stream processor {processor.name}: {view.spec.source_table} events ({settings.stream.log} log) -> {args.view} "
+          f"in Redis {url} (project {settings.feast_project}, {settings.stream.partitions} partitions); Ctrl-C stops it", flush=True)
     # SIGINT/SIGTERM: the batch in hand is written and acknowledged, the leases released.
-    with stops_on_signals() as stopping:
-        processor.run(stopping)
+    try:
+        with stops_on_signals() as stopping:
+            processor.run(stopping)
+    finally:
+        event_log.close()
     print(f"stopped: {processor.rows_written:,} rows written", flush=True)
     return 0
 

@@ -191,7 +191,8 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
 
     replay_settings = replace(settings, feast_project=project, redis_url=redis_url,
                               serving=replace(settings.serving, model_dir=str(model_dir)),
-                              stream=replace(settings.stream, publish_scored=mode == "stream"))
+                              # Its log is Redis Streams whatever the deployment's: cleared with the replay's project.
+                              stream=replace(settings.stream, log="redis", publish_scored=mode == "stream"))
     stop = threading.Event()
     processor_thread = None
     log = RedisEventLog(client, project, "transactions", "user_id", settings.stream.partitions, "windows:user_velocity")

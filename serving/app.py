@@ -31,7 +31,7 @@ from serving.batching import MicroBatcher, Overloaded
 from serving.online_reader import online_store_client
 from serving.predictor import Predictor, resolve_model_dir
 from eventlog.events import encode_record
-from eventlog.redis_streams import RedisEventLog
+from eventlog.logs import open_event_log
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
@@ -227,13 +227,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.pending_rows_limit.set(batcher.max_pending_rows)
         # Scored transactions feed the stream processor (featurestack stream), which keeps the windowed
         # features fresh: the log is partitioned by the user, the entity of those windows.
-        event_log = RedisEventLog(client, settings.feast_project, "transactions", "user_id", settings.stream.partitions) \
+        event_log = open_event_log(settings.stream, client, settings.feast_project, "transactions", "user_id") \
             if settings.stream.publish_scored else None
         state.update(client=client, predictor=predictor, batcher=batcher, event_log=event_log)
         try:
             yield
         finally:
             await batcher.stop()
+            if event_log is not None:
+                await asyncio.to_thread(event_log.close)
             client.close()
 
     app = FastAPI(title="featurestack serving", lifespan=lifespan)

@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 LEASE_MS = 3_000  # a processor that stops renewing loses its partitions after this long
 
 
+def consumer_group(spec: WindowedView) -> str:
+    """The log's consumer group of a view's processors (all of them read its events as one)."""
+    return f"windows:{spec.view}"
+
+
 @dataclass
 class Counters:
     applied: int = 0
@@ -110,7 +115,7 @@ class StreamProcessor:
         self.client, self.project, self.spec, self.layout = client, project, spec, layout
         self.batch_events, self.block_ms = batch_events, block_ms
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.group = f"windows:{spec.view}"
+        self.group = consumer_group(spec)
         self.log = log or RedisEventLog(client, project, spec.source_table, spec.entity_key, partitions, self.group)
         prefix = group_prefix(project, spec.source_table, spec.entity_key, self.group)
         self.membership = Membership(client, prefix, self.name, partitions)

@@ -76,9 +76,10 @@ def projects(redis_url):
     client.close()
 
 
-def _processor(url, project, velocity, name=None, batch=200) -> StreamProcessor:
+def _processor(url, project, velocity, name=None, batch=200, log=None) -> StreamProcessor:
     spec, layout = velocity
-    return StreamProcessor(redis.Redis.from_url(url), project, spec, layout, PARTITIONS, batch_events=batch, block_ms=5, name=name)
+    return StreamProcessor(redis.Redis.from_url(url), project, spec, layout, PARTITIONS, batch_events=batch, block_ms=5, name=name,
+                           log=log)
 
 
 def _drain(processor: StreamProcessor, log: RedisEventLog, timeout: float = 120) -> None:
@@ -102,17 +103,9 @@ def _run_in_child(url, project, velocity):
     processor.run(threading.Event())
 
 
-def test_rows_equal_the_aggregator_and_bad_events_are_dead_lettered_once(redis_url, velocity, projects):
+def assert_rows_equal_the_aggregator(redis_url, project, velocity, entries) -> None:
+    """What Redis holds is the newest row per user of an aggregator fed the same events in log order."""
     spec, layout = velocity
-    project = projects()
-    records = _records(3000, seed=1)
-    entries = _entries(spec, records)
-    log = RedisEventLog(redis.Redis.from_url(redis_url), project, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}")
-    log.append(entries)
-    processor = _processor(redis_url, project, velocity)
-    _drain(processor, log)
-
-    # What Redis holds is the newest row per user of an aggregator fed the same events in log order.
     reference = WindowAggregator(spec)
     newest = {}
     from eventlog.events import MalformedEvent, partition_of
@@ -135,6 +128,19 @@ def test_rows_equal_the_aggregator_and_bad_events_are_dead_lettered_once(redis_u
     for index, user in enumerate(users):
         expected = [float("nan") if v is None else float(v) for v in newest[user].features]
         assert [v for v in online.values[index]] == pytest.approx(expected, nan_ok=True, rel=0, abs=0), user
+
+
+def test_rows_equal_the_aggregator_and_bad_events_are_dead_lettered_once(redis_url, velocity, projects):
+    spec, _ = velocity
+    project = projects()
+    records = _records(3000, seed=1)
+    entries = _entries(spec, records)
+    log = RedisEventLog(redis.Redis.from_url(redis_url), project, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}")
+    log.append(entries)
+    processor = _processor(redis_url, project, velocity)
+    _drain(processor, log)
+
+    assert_rows_equal_the_aggregator(redis_url, project, velocity, entries)
 
     reasons = sorted(fields[b"dead_letter_reason"].decode().split(":")[0] for p in range(PARTITIONS) for _, fields in log.dead_letters(p))
     assert reasons == ["late", "malformed", "malformed", "malformed"]
