@@ -15,8 +15,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
+from pipelines.contracts import MAX_AMOUNT
+
 ALLOWED_CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "PLN", "BRL")
-MAX_AMOUNT = 1_000_000.0
 QUARANTINE_REASON = "quarantine_reason"
 
 
