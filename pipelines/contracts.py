@@ -33,6 +33,9 @@ MERCHANT_CATEGORIES = ("grocery", "restaurants", "fuel", "fashion", "electronics
 # More than this share of rows breaking a rule means the feed is broken: the raw suite fails the day.
 MAX_BAD_ROW_SHARE = 0.01
 
+# The column of a quarantined row that says which rule it broke (the first, in the contract's order).
+QUARANTINE_REASON = "quarantine_reason"
+
 # Column types, as the contract names them (raw.py maps them to Spark types, the file check to Arrow).
 STRING, INT64, DOUBLE, TIMESTAMP = "string", "int64", "double", "timestamp"
 

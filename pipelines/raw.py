@@ -25,6 +25,7 @@ from pipelines.contracts import (
     DOUBLE,
     INT64,
     MERCHANTS,
+    QUARANTINE_REASON,
     STRING,
     TIMESTAMP,
     TRANSACTIONS,
@@ -41,10 +42,7 @@ from pipelines.contracts import (
     ValueLength,
 )
 
-__all__ = ["CHARGEBACKS", "CONTRACTS", "MERCHANTS", "TRANSACTIONS", "USERS"]
-
-QUARANTINE_REASON = "quarantine_reason"
-
+__all__ = ["CHARGEBACKS", "CONTRACTS", "MERCHANTS", "QUARANTINE_REASON", "TRANSACTIONS", "USERS"]
 
 class SchemaDriftError(ValueError):
     pass

@@ -24,7 +24,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 
 from pipelines.contracts import MAX_AMOUNT
 from serving.app import create_app
-from tests.test_serving_app import USERS, _publish, serving_settings  # noqa: F401 (the fixture)
+from tests.test_serving_app import USERS, serving_settings  # noqa: F401 (the fixture)
 
 
 
