@@ -180,7 +180,11 @@ def test_docs_and_redoc_render_from_local_assets(client):
 def test_a_request_built_only_from_the_published_schema_is_answered(client):
     """A client developer's path: read /openapi.json, take the request example and the response
     schema, and check the answer against it."""
+    from schemathesis.specs.openapi.definitions import OPENAPI_31  # the OpenAPI 3.1 meta-schema
+
     document = client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    jsonschema.validate(document, OPENAPI_31)
     components = document["components"]["schemas"]
     operation = document["paths"]["/predict"]["post"]
     request_ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
