@@ -79,7 +79,8 @@ def test_a_failing_input_blocks_only_what_depends_on_it_and_later_days_still_run
     blocked = {line.split(":", 1)[0] for line in outcome.blocked}
     # merchant_risk reads 30 days of chargebacks: both days blocked; user_velocity reads no chargebacks.
     assert blocked == {f"{asset}[{day}]" for asset in ("features/merchant_risk", "online/merchant_risk") for day in (day1, day2)}
-    assert all(f"needs raw/chargebacks[{day1}]" in line for line in outcome.blocked)
+    assert all(f"(raw/chargebacks[{day1}] failed: " in line for line in outcome.blocked)  # each names the root cause
+    assert any(line.startswith(f"features/merchant_risk[{day2}]: blocked, needs raw/chargebacks[{day1}]") for line in outcome.blocked)
     for day in (day1, day2):
         assert (settings.offline_dir / "user_velocity" / f"date={day.isoformat()}").exists()
         assert not (settings.offline_dir / "merchant_risk" / f"date={day.isoformat()}").exists()
