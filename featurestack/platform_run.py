@@ -128,6 +128,7 @@ def _execute(instance, job: dg.JobDefinition, graph, partition: str | None, fing
     """Run the job for one partition, without what depends on something broken (earlier in this
     `featurestack run`); never raises for a failing asset or check: they are recorded in `outcome`."""
     label = f"{job.name}[{partition}]" if partition else job.name
+    problems = len(outcome.failed) + len(outcome.blocked)
     keys = [key for key in graph.toposorted_asset_keys if key in job.asset_layer.executable_asset_keys]
     runnable = []
     for key in keys:
@@ -148,7 +149,6 @@ def _execute(instance, job: dg.JobDefinition, graph, partition: str | None, fing
         print(f"  {label}: unchanged since its last run, skipped")
         return
     started = time.perf_counter()
-    problems = len(outcome.failed) + len(outcome.blocked)
     result = job.execute_in_process(
         instance=instance, partition_key=partition, tags={FINGERPRINT_TAG: fingerprint}, run_config=QUIET_RUN_CONFIG,
         raise_on_error=False,
