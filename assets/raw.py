@@ -18,13 +18,16 @@ log = logging.getLogger(__name__)
 
 
 def _spark_read_failure(where: str, error: Exception) -> UnreadableLandingFileError:
-    """A landing file Spark cannot decode (its footer was fine): the user sees table, partition and
-    file; the JVM trace goes to the log only."""
+    """A landing file Spark cannot decode (its footer was fine): the user sees table, partition, file
+    and the innermost cause in one line; the JVM trace goes to the log only."""
     log.error("%s: Spark could not read the landing data", where, exc_info=error)
-    file = re.search(r"file:(\S+?\.parquet)", str(error))
-    first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)[:300]
+    text = str(error)
+    file = re.search(r"file:/*(\S+?\.parquet)", text)
+    causes = re.findall(r"Caused by: (?:[\w$]+\.)*(\w+): ([^\n]*)", text)
+    error_class = re.search(r"\[([A-Z][A-Z_.]+)\]", text)
+    detail = f"{causes[-1][0]}: {causes[-1][1][:200]}" if causes else (error_class.group(1) if error_class else type(error).__name__)
     named = f"landing file {file.group(1).rsplit('/', 1)[-1]}" if file else "a landing file"
-    return UnreadableLandingFileError(f"{where}: {named} is unreadable: {first_line} (the Spark trace is in the run log)")
+    return UnreadableLandingFileError(f"{where}: {named} is unreadable: {detail} (the Spark trace is in the run log)")
 
 
 def raw_asset(contract: Contract, partitions_def: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
