@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -18,6 +19,9 @@ import pyarrow.parquet as pq
 from featurestack import lake
 from featurestack.settings import Settings
 from pipelines.contracts import CONTRACTS, QUARANTINE_REASON, REFERENTIAL_REASONS
+
+if TYPE_CHECKING:
+    from featurestack.platform_run import RunOutcome
 
 
 def quarantined_rows(settings: Settings) -> dict[tuple[str, date | None], Counter]:
@@ -45,7 +49,7 @@ class Replay:
     before: dict[tuple[str, date | None], Counter]  # referential quarantine before the replay
     after: dict[tuple[str, date | None], Counter]
     days: list[date]
-    outcome: object | None  # the RunOutcome of the rerun (None: nothing to replay)
+    outcome: RunOutcome | None  # the rerun (None: nothing to replay)
 
     @property
     def released(self) -> int:
