@@ -84,7 +84,7 @@ def suite_metadata(result: "ValidationResult") -> dict[str, Any]:
 
 def suite_check(
     asset_key: dg.AssetKey, suite: str, table_dir: Callable[[Settings], Path], partitions_def: dg.PartitionsDefinition | None,
-    description: str,
+    description: str, raw_dir: Callable[[Settings], Path] | None = None,
 ) -> dg.AssetChecksDefinition:
     @_asset_check(
         asset=asset_key, name=SUITE_CHECK, blocking=True, partitions_def=partitions_def,
@@ -94,7 +94,7 @@ def suite_check(
         from validations.runner import validate_partition
 
         day = date.fromisoformat(context.partition_key) if partitions_def is not None else None
-        result = validate_partition(suite, table_dir(platform.settings), day)
+        result = validate_partition(suite, table_dir(platform.settings), day, raw_dir(platform.settings) if raw_dir else None)
         if not result.success:
             context.log.error(result.summary())
         return dg.AssetCheckResult(
@@ -112,6 +112,7 @@ def raw_suite_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCh
             dg.AssetKey(["raw", table]), table, lambda settings, table=table: settings.landing_dir / table,
             partitions_def if table in RAW_PARTITIONED_TABLES else None,
             f"GX suite `{table}` on the landing input: more than a few contract-breaking rows stop the day.",
+            raw_dir=lambda settings: settings.raw_dir,
         ))
     return checks
 

@@ -1,6 +1,7 @@
 """Raw assets: landing zone -> contract-checked raw tables, bad rows to quarantine."""
 
-
+import logging
+import re
 import time
 
 import dagster as dg
@@ -9,19 +10,38 @@ from dagster_pyspark import LazyPySparkResource
 from assets.partitions import partition_date
 from assets.resources import PlatformResource
 from pipelines.offline_store import write_partition, write_table
-from pipelines.raw import CONTRACTS, QUARANTINE_REASON, RawContract, split_valid_and_quarantined
+from pipelines.contracts import Contract
+from pipelines.raw import CONTRACTS, QUARANTINE_REASON, UnreadableLandingFileError, read_landing, split_valid_and_quarantined
 from pipelines.registry import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES
 
+log = logging.getLogger(__name__)
 
-def raw_asset(contract: RawContract, partitions_def: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
+
+def _spark_read_failure(where: str, error: Exception) -> UnreadableLandingFileError:
+    """A landing file Spark cannot decode (its footer was fine): the user sees table, partition, file
+    and the innermost cause in one line; the JVM trace goes to the log only."""
+    log.error("%s: Spark could not read the landing data", where, exc_info=error)
+    text = str(error)
+    file = re.search(r"file:/*(\S+?\.parquet)", text)
+    causes = re.findall(r"Caused by: (?:[\w$]+\.)*(\w+): ([^\n]*)", text)
+    error_class = re.search(r"\[([A-Z][A-Z_.]+)\]", text)
+    detail = f"{causes[-1][0]}: {causes[-1][1][:200]}" if causes else (error_class.group(1) if error_class else type(error).__name__)
+    named = f"landing file {file.group(1).rsplit('/', 1)[-1]}" if file else "a landing file"
+    return UnreadableLandingFileError(f"{where}: {named} is unreadable: {detail} (the Spark trace is in the run log)")
+
+
+def raw_asset(contract: Contract, partitions_def: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
     """Daily-partitioned when `partitions_def` is given (facts), else one snapshot (dimensions)."""
     kind = "One day of" if partitions_def else "The snapshot of"
+    # Referential rules read the referenced raw table: the dimension snapshot, or the same day's partition.
+    referenced = sorted({rule.table for rule in contract.references})
 
     @dg.asset(
         key=["raw", contract.table],
         partitions_def=partitions_def,
         group_name="raw",
         kinds={"spark", "parquet"},
+        deps=[dg.AssetKey(["raw", table]) for table in referenced],
         description=f"{kind} landing {contract.table}, checked against its contract; bad rows quarantined with a reason.",
     )
     def _asset(context: dg.AssetExecutionContext, platform: PlatformResource, pyspark: LazyPySparkResource) -> dg.MaterializeResult:
@@ -33,15 +53,30 @@ def raw_asset(contract: RawContract, partitions_def: dg.PartitionsDefinition | N
             landing_path = landing_path / f"date={day.isoformat()}"
         if not landing_path.exists():
             raise FileNotFoundError(f"no landing data for {contract.table}: {landing_path} (run `featurestack generate`)")
-        landing = pyspark.spark_session.read.parquet(str(landing_path))
-        landing_rows = landing.count()
-        valid, quarantined = split_valid_and_quarantined(landing, contract, day)
-        if day is None:
-            raw = write_table(valid, settings.raw_dir / contract.table, sort_by=contract.order_by)
-            quarantine = write_table(quarantined, settings.quarantine_dir / contract.table, sort_by=contract.order_by)
-        else:
-            raw = write_partition(valid, settings.raw_dir / contract.table, day, sort_by=contract.order_by)
-            quarantine = write_partition(quarantined, settings.quarantine_dir / contract.table, day, sort_by=contract.order_by)
+        spark = pyspark.spark_session
+        partition = day.isoformat() if day else "snapshot"
+        references = {}
+        for table in referenced:
+            path = settings.raw_dir / table
+            if table in RAW_PARTITIONED_TABLES:
+                path = path / f"date={partition}"
+            if not path.exists():
+                raise FileNotFoundError(f"{contract.table}[{partition}]: its contract checks against raw/{table}, which has no data at {path}")
+            references[table] = spark.read.parquet(str(path))
+        landing = read_landing(spark, contract, landing_path, partition)  # every file checked on its own first
+        try:
+            landing_rows = landing.count()
+            valid, quarantined = split_valid_and_quarantined(landing, contract, day, references)
+            if day is None:
+                raw = write_table(valid, settings.raw_dir / contract.table, sort_by=contract.order_by)
+                quarantine = write_table(quarantined, settings.quarantine_dir / contract.table, sort_by=contract.order_by)
+            else:
+                raw = write_partition(valid, settings.raw_dir / contract.table, day, sort_by=contract.order_by)
+                quarantine = write_partition(quarantined, settings.quarantine_dir / contract.table, day, sort_by=contract.order_by)
+        except Exception as error:  # noqa: BLE001 (Py4J and Spark errors share no base worth naming)
+            if str(landing_path) in str(error):  # Spark failed decoding a landing file its footer announced
+                raise _spark_read_failure(f"{contract.table}[{partition}]", error) from None
+            raise
         if landing_rows != raw.rows + quarantine.rows:
             raise RuntimeError(f"{contract.table}: {landing_rows} landing rows but {raw.rows} raw + {quarantine.rows} quarantined")
         # Few distinct reasons: a tiny aggregate is safe to collect.

@@ -31,6 +31,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     outcome = run_platform(load_settings(), days=args.days, force=args.force)
     print_summary(outcome)
+    return 1 if outcome.failed or outcome.blocked else 0
+
+
+def _cmd_quarantine(args: argparse.Namespace) -> int:
+    from featurestack.quarantine import quarantined_rows, referential, replay
+
+    settings = load_settings()
+    if args.quarantine_command == "replay":
+        result = replay(settings)
+        if not result.days:
+            print("no quarantined rows break a referential rule: nothing to replay")
+            return 0
+        print(f"\nreplayed {len(result.days)} day(s): {', '.join(day.isoformat() for day in result.days)}")
+        for (table, day), reasons in sorted(result.before.items(), key=str):
+            left = result.after.get((table, day), {})
+            for reason, rows in sorted(reasons.items()):
+                print(f"  {table}[{day}] {reason:<20} {rows:>8,} quarantined before, {left.get(reason, 0):>8,} still quarantined")
+        print(f"{result.released:,} row(s) released into raw")
+        problems = result.outcome.failed + result.outcome.blocked
+        for line in problems:
+            print(f"  {line}")
+        return 1 if problems else 0
+    counts = quarantined_rows(settings)
+    if not counts:
+        print(f"nothing quarantined under {settings.quarantine_dir}")
+    for (table, day), reasons in sorted(counts.items(), key=str):
+        for reason, rows in sorted(reasons.items()):
+            print(f"{table}[{day or 'snapshot'}]  {reason:<34} {rows:>10,}")
+    replayable = referential(counts)
+    if replayable:
+        print(f"\n{sum(sum(c.values()) for c in replayable.values()):,} row(s) broke a referential rule: "
+              "`featurestack quarantine replay` judges them again once the missing rows have landed")
     return 0
 
 
@@ -257,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--days", type=int, default=None, help="only the first N landed days (default: all)")
     run.add_argument("--force", action="store_true", help="rerun partitions whose inputs and code did not change")
     run.set_defaults(handler=_cmd_run)
+
+    quarantine = commands.add_parser("quarantine", help="quarantined rows per table, day and reason; `quarantine replay`")
+    quarantine.set_defaults(handler=_cmd_quarantine, quarantine_command=None)
+    quarantine.add_subparsers(dest="quarantine_command").add_parser(
+        "replay", help="rerun the days whose rows broke a referential rule (unknown_user, ...): late rows now known reach raw")
 
     train = commands.add_parser("train", help="train the fraud model on a feature service (Feast SDK, PIT-correct)")
     train.add_argument("--feature-service", default="fraud_detection_v1")

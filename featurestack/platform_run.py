@@ -1,11 +1,18 @@
 """`featurestack run`: the Dagster asset graph, in-process, on the persistent Dagster instance (so the
 UI shows these runs), one run per landed day. A partition whose inputs and code did not change since
-its last successful run is skipped, which makes a second run quick and leaves the same result."""
+its last successful run is skipped, which makes a second run quick and leaves the same result.
+
+A failure stops only what depends on it, as a Dagster run that does not stop at the first error: a
+failed asset, or an asset whose blocking check failed, blocks its downstream assets in that run and,
+through the look-back partition mappings, in later days' runs; everything else still runs and
+publishes. The summary lists what failed and what was blocked, and why.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -29,7 +36,11 @@ class RunOutcome:
     days: list[date]
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "<asset>[<partition>] failed: why"
+    blocked: list[str] = field(default_factory=list)  # "<asset>[<partition>]: blocked, needs <upstream> (why)"
     seconds: float = 0.0
+    # (asset key, partition key or None) -> the root cause that makes it unusable for what reads it
+    broken: dict[tuple[dg.AssetKey, str | None], str] = field(default_factory=dict)
 
 
 def _already_done(instance: dg.DagsterInstance, job: dg.JobDefinition, partition: str | None, fingerprint: str) -> bool:
@@ -54,21 +65,102 @@ def _redis_holds_project(url: str, project: str, redis_type: str = "redis") -> b
         client.close()
 
 
-def _execute(instance, job: dg.JobDefinition, partition: str | None, fingerprint: str, force: bool, outcome: RunOutcome) -> None:
+Partition = tuple[dg.AssetKey, str | None]
+
+
+def _label(key: dg.AssetKey, partition: str | None) -> str:
+    return f"{key.to_user_string()}[{partition}]" if partition else key.to_user_string()
+
+
+def _upstream(graph, key: dg.AssetKey, partition: str | None) -> list[Partition]:
+    """The partitions of its parents that an asset partition reads (look-back windows included)."""
+    parents: list[Partition] = []
+    for parent in sorted(graph.get(key).parent_keys):
+        if partition is None or not graph.get(parent).is_partitioned:
+            parents.append((parent, None))
+            continue
+        mapping = graph.get_partition_mapping(key, parent)
+        if isinstance(mapping, dg.TimeWindowPartitionMapping):
+            day = date.fromisoformat(partition)
+            parents += [(parent, (day + timedelta(days=offset)).isoformat()) for offset in range(mapping.start_offset, mapping.end_offset + 1)]
+        else:
+            parents.append((parent, partition))
+    return parents
+
+
+def _first_line(text: str | None, limit: int = 300) -> str:
+    line = next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _failure_message(event: dg.DagsterEvent) -> str:
+    """The user's exception (not Dagster's wrapper around it), first line."""
+    error = event.event_specific_data.error
+    while error.cause is not None:
+        error = error.cause
+    return _first_line(error.message)
+
+
+def _record(result: dg.ExecuteInProcessResult, graph, keys: list[dg.AssetKey], partition: str | None, outcome: RunOutcome) -> None:
+    """What of `keys` failed (the asset or a blocking check on it) or was skipped because of it."""
+    materialized = {event.asset_key for event in result.get_asset_materialization_events()}
+    step_errors = {event.step_key: _failure_message(event) for event in result.get_step_failure_events()}
+    failed_checks = {
+        evaluation.asset_key: f"its blocking check {evaluation.check_name} failed: {_first_line(evaluation.description)}"
+        for evaluation in result.get_asset_check_evaluations()
+        if not evaluation.passed and graph.get(dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name)).blocking
+    }
+    for key in keys:
+        here = (key, partition)
+        if key.to_python_identifier() in step_errors or key in failed_checks:
+            why = step_errors.get(key.to_python_identifier()) or failed_checks[key]
+            outcome.broken[here] = f"{_label(*here)} failed: {why}"
+            outcome.failed.append(outcome.broken[here])
+        elif key not in materialized:
+            parent = next((p for p in _upstream(graph, key, partition) if p in outcome.broken), None)
+            outcome.broken[here] = outcome.broken[parent] if parent else f"{_label(*here)} was not materialized (see the run's log)"
+            outcome.blocked.append(f"{_label(*here)}: blocked, needs {_label(*parent)} ({outcome.broken[here]})" if parent
+                                   else outcome.broken[here])
+
+
+def _execute(instance, job: dg.JobDefinition, graph, partition: str | None, fingerprint: str, force: bool, outcome: RunOutcome) -> None:
+    """Run the job for one partition, without what depends on something broken (earlier in this
+    `featurestack run`); never raises for a failing asset or check: they are recorded in `outcome`."""
     label = f"{job.name}[{partition}]" if partition else job.name
-    if not force and _already_done(instance, job, partition, fingerprint):
+    problems = len(outcome.failed) + len(outcome.blocked)
+    keys = [key for key in graph.toposorted_asset_keys if key in job.asset_layer.executable_asset_keys]
+    runnable = []
+    for key in keys:
+        parent = next((p for p in _upstream(graph, key, partition) if p in outcome.broken), None)
+        if parent is None:
+            runnable.append(key)
+            continue
+        outcome.broken[key, partition] = outcome.broken[parent]
+        outcome.blocked.append(f"{_label(key, partition)}: blocked, needs {_label(*parent)} ({outcome.broken[parent]})")
+    if not runnable:
+        print(f"  {label}: everything blocked (see the summary)")
+        return
+    if len(runnable) < len(keys):
+        checks = {check for check in job.asset_layer.asset_graph.asset_check_keys if check.asset_key in runnable}
+        job = job.get_subset(asset_selection=set(runnable), asset_check_selection=checks)
+    elif not force and _already_done(instance, job, partition, fingerprint):
         outcome.skipped.append(label)
         print(f"  {label}: unchanged since its last run, skipped")
         return
     started = time.perf_counter()
-    job.execute_in_process(
-        instance=instance, partition_key=partition, tags={FINGERPRINT_TAG: fingerprint}, run_config=QUIET_RUN_CONFIG
+    result = job.execute_in_process(
+        instance=instance, partition_key=partition, tags={FINGERPRINT_TAG: fingerprint}, run_config=QUIET_RUN_CONFIG,
+        raise_on_error=False,
     )
+    _record(result, graph, runnable, partition, outcome)
     outcome.ran.append(label)
-    print(f"  {label}: materialized in {time.perf_counter() - started:.1f} s")
+    trouble = len(outcome.failed) + len(outcome.blocked) - problems
+    done = "materialized" if result.success and not trouble else f"ran with {trouble} failed or blocked asset(s)"
+    print(f"  {label}: {done} in {time.perf_counter() - started:.1f} s")
 
 
-def run_platform(settings: Settings, days: int | None = None, force: bool = False) -> RunOutcome:
+def run_platform(settings: Settings, days: int | None = None, force: bool = False, only: Collection[date] | None = None) -> RunOutcome:
+    """`only`: run just these of the landed days (and the setup before them)."""
     started = time.perf_counter()
     endpoint = ensure_redis(settings.redis_url, settings.state_dir)
     # Dagster resources read the settings themselves: hand them the resolved Redis and instance home.
@@ -84,6 +176,8 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     if not landed:
         raise SystemExit(f"no landing data under {settings.landing_dir}: run `featurestack generate` first")
     selected = landed[:days] if days else landed
+    if only is not None:
+        selected = [day for day in selected if day in set(only)]
 
     from assets.definitions import CATALOG_JOB, DAILY_JOB, SETUP_JOB, build_definitions
 
@@ -91,13 +185,14 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     if not _redis_holds_project(endpoint.url, settings.feast_project, settings.redis_type):
         force = True
     definitions = build_definitions(settings)
+    graph = definitions.resolve_asset_graph()
     instance = dg.DagsterInstance.get()
     outcome = RunOutcome(settings=settings, redis=endpoint, days=selected)
     code = lake.source_fingerprint([PROJECT_ROOT / name for name in CODE_DIRS])
     dimensions = lake.fingerprint([settings.landing_dir / "users", settings.landing_dir / "merchants"])
     # The Redis URL may carry a password: only a hash of it goes into the (visible) run tags.
     setup_fingerprint = f"{code}-{dimensions}-{redis_identity(endpoint.url)}"
-    _execute(instance, definitions.resolve_job_def(SETUP_JOB), None, setup_fingerprint, force, outcome)
+    _execute(instance, definitions.resolve_job_def(SETUP_JOB), graph, None, setup_fingerprint, force, outcome)
     daily = definitions.resolve_job_def(DAILY_JOB)
     complete_days = set(daily.partitions_def.get_partition_keys())
     for day in [day for day in selected if day.isoformat() not in complete_days]:
@@ -110,9 +205,9 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
             for back in range(LOOKBACK_DAYS + 1)
         ]
         day_fingerprint = f"{setup_fingerprint}-{lake.fingerprint([path for path in history if path.exists()])}"
-        _execute(instance, daily, day.isoformat(), day_fingerprint, force, outcome)
+        _execute(instance, daily, graph, day.isoformat(), day_fingerprint, force, outcome)
     if outcome.ran:
-        _execute(instance, definitions.resolve_job_def(CATALOG_JOB), None, day_fingerprint, True, outcome)
+        _execute(instance, definitions.resolve_job_def(CATALOG_JOB), graph, None, setup_fingerprint, True, outcome)
     record_redis_used(settings.state_dir, endpoint)  # `featurestack status` compares the Redis it reads with this
     outcome.seconds = time.perf_counter() - started
     return outcome
@@ -125,6 +220,12 @@ def print_summary(outcome: RunOutcome) -> None:
     print()
     print(f"featurestack ran {len(outcome.ran)} job run(s), skipped {len(outcome.skipped)} unchanged, in {outcome.seconds:.1f} s")
     print(f"days: {outcome.days[0]} .. {outcome.days[-1]}  profile: {settings.offline_profile}  project: {settings.feast_project}")
+    if outcome.failed or outcome.blocked:
+        print(f"\n{len(outcome.failed)} failed, {len(outcome.blocked)} blocked (everything else ran and published):")
+        for line in outcome.failed:
+            print(f"  FAILED  {line}")
+        for line in outcome.blocked:
+            print(f"  BLOCKED {line}")
     print("\nrows per table")
     for layer, root in (("landing", settings.landing_dir), ("raw", settings.raw_dir), ("quarantine", settings.quarantine_dir), ("offline", settings.offline_dir)):
         for table_dir in sorted(path for path in root.glob("*") if path.is_dir() and not path.name.startswith("_")):

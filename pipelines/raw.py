@@ -1,131 +1,94 @@
-"""Landing zone -> raw tables: enforce each table's contract, quarantine rows that break it.
+"""Landing zone -> raw tables: enforce each table's contract (pipelines/contracts.py), quarantine rows
+that break it.
 
 Nothing is dropped: every landing row ends up in exactly one of raw or quarantine (with the reason
-of the first rule it broke). A landing file whose schema drifted fails the whole partition, naming
-the column and the expected vs actual type.
+of the first rule it broke). Every landing file is checked on its own before Spark reads it: a file
+whose schema differs from the contract, or that cannot be read at all, fails the partition naming
+the table, partition, file (and column with both types).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, Window
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import StringType
 
-ALLOWED_CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "PLN", "BRL")
-MAX_AMOUNT = 1_000_000.0
-QUARANTINE_REASON = "quarantine_reason"
+from pipelines.contracts import (
+    CHARGEBACKS,
+    CONTRACTS,
+    DOUBLE,
+    INT64,
+    MERCHANTS,
+    QUARANTINE_REASON,
+    STRING,
+    TIMESTAMP,
+    TRANSACTIONS,
+    USERS,
+    AtLeast,
+    AtMost,
+    Contract,
+    InPartitionDay,
+    InSet,
+    NotBefore,
+    NotNull,
+    References,
+    Rule,
+    ValueLength,
+)
 
+__all__ = ["CHARGEBACKS", "CONTRACTS", "MERCHANTS", "QUARANTINE_REASON", "TRANSACTIONS", "USERS"]
 
 class SchemaDriftError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class RawContract:
-    table: str
-    schema: StructType
-    # (reason, predicate that is TRUE for a bad row); checked in order, the first match is the reason
-    rules: tuple[tuple[str, Callable[[date], Column]], ...]
-    unique_key: str | None = None
-    order_by: tuple[str, ...] = ()
+class UnreadableLandingFileError(ValueError):
+    pass
 
 
-def _end_of_day(day: date) -> datetime:
-    return datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc)
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=timezone.utc)
 
 
-def _null_in(*columns: str) -> Callable[[date], Column]:
-    def predicate(_day: date) -> Column:
-        condition = F.lit(False)
-        for column in columns:
-            condition = condition | F.col(column).isNull()
-        return condition
-    return predicate
+def _marker(rule: References) -> str:
+    return f"_known_{rule.reason}"
 
 
-def _outside_day(column: str) -> Callable[[date], Column]:
-    # A timestamp after the end of its partition day is in the future of that day's data.
-    def predicate(day: date) -> Column:
-        start = datetime.combine(day, time(), tzinfo=timezone.utc)
-        return (F.col(column) < F.lit(start)) | (F.col(column) >= F.lit(_end_of_day(day)))
-    return predicate
+def _breaks(rule: Rule, day: date | None) -> Column:
+    """TRUE for a row that breaks the rule."""
+    column = F.col(rule.column) if not isinstance(rule, NotNull) else None
+    match rule:
+        case NotNull(columns=columns):
+            broken = F.lit(False)
+            for name in columns:
+                broken = broken | F.col(name).isNull()
+            return broken
+        case AtLeast(low=low, exclusive=exclusive):
+            return column <= F.lit(low) if exclusive else column < F.lit(low)
+        case AtMost(high=high):
+            return F.isnan(column) | (column > F.lit(high))
+        case InSet(values=values):
+            return ~F.coalesce(column.isin(*values), F.lit(False))
+        case ValueLength(length=length):
+            return ~F.coalesce(F.length(column) == length, F.lit(False))
+        case InPartitionDay():
+            if day is None:  # a dimension snapshot has no partition day
+                return F.lit(False)
+            return (column < F.lit(_day_start(day))) | (column >= F.lit(_day_start(day + timedelta(days=1))))
+        case NotBefore(other=other):
+            return column < F.col(other)
+        case References():
+            return F.col(_marker(rule)).isNull()
+    raise TypeError(f"unknown contract rule {rule!r}")
 
 
-TRANSACTIONS = RawContract(
-    table="transactions",
-    schema=StructType([
-        StructField("txn_id", StringType()),
-        StructField("user_id", LongType()),
-        StructField("merchant_id", LongType()),
-        StructField("amount", DoubleType()),
-        StructField("currency", StringType()),
-        StructField("country", StringType()),
-        StructField("channel", StringType()),
-        StructField("event_timestamp", TimestampType()),
-    ]),
-    rules=(
-        ("null_key", _null_in("txn_id", "user_id", "merchant_id", "event_timestamp")),
-        ("null_amount", _null_in("amount")),
-        ("negative_or_zero_amount", lambda _d: F.col("amount") <= 0),
-        ("absurd_amount", lambda _d: F.isnan("amount") | (F.col("amount") > MAX_AMOUNT)),
-        ("unknown_currency", lambda _d: ~F.coalesce(F.col("currency").isin(*ALLOWED_CURRENCIES), F.lit(False))),
-        ("timestamp_outside_partition_day", _outside_day("event_timestamp")),
-    ),
-    unique_key="txn_id",
-    order_by=("event_timestamp", "txn_id"),
-)
-
-CHARGEBACKS = RawContract(
-    table="chargebacks",
-    schema=StructType([
-        StructField("txn_id", StringType()),
-        StructField("user_id", LongType()),
-        StructField("merchant_id", LongType()),
-        StructField("txn_timestamp", TimestampType()),
-        StructField("reported_timestamp", TimestampType()),
-    ]),
-    rules=(
-        ("null_key", _null_in("txn_id", "user_id", "merchant_id", "txn_timestamp", "reported_timestamp")),
-        ("txn_timestamp_outside_partition_day", _outside_day("txn_timestamp")),
-        ("reported_before_transaction", lambda _d: F.col("reported_timestamp") < F.col("txn_timestamp")),
-    ),
-    unique_key="txn_id",
-    order_by=("txn_timestamp", "txn_id"),
-)
-
-USERS = RawContract(
-    table="users",
-    schema=StructType([
-        StructField("user_id", LongType()),
-        StructField("signup_timestamp", TimestampType()),
-        StructField("home_country", StringType()),
-    ]),
-    rules=(("null_key", _null_in("user_id")),),
-    unique_key="user_id",
-    order_by=("user_id",),
-)
-
-MERCHANTS = RawContract(
-    table="merchants",
-    schema=StructType([
-        StructField("merchant_id", LongType()),
-        StructField("created_timestamp", TimestampType()),
-        StructField("category", StringType()),
-        StructField("country", StringType()),
-    ]),
-    rules=(("null_key", _null_in("merchant_id", "created_timestamp")),),
-    unique_key="merchant_id",
-    order_by=("merchant_id",),
-)
-
-CONTRACTS = {contract.table: contract for contract in (TRANSACTIONS, CHARGEBACKS, USERS, MERCHANTS)}
-
-
-def check_schema(df: DataFrame, contract: RawContract) -> DataFrame:
+def check_schema(df: DataFrame, contract: Contract) -> DataFrame:
     """Fail on drift (missing column, changed type); return the contract's columns in its order."""
     actual = {field.name: field.dataType for field in df.schema.fields}
     for expected in contract.schema.fields:
@@ -142,12 +105,25 @@ def check_schema(df: DataFrame, contract: RawContract) -> DataFrame:
     return df.select(*contract.schema.fieldNames())
 
 
-def with_quarantine_reason(df: DataFrame, contract: RawContract, partition_date: date | None) -> DataFrame:
+def _with_reference_markers(df: DataFrame, contract: Contract, references: Mapping[str, DataFrame]) -> DataFrame:
+    """A marker column per referential rule: TRUE where the referenced key exists, else null."""
+    for rule in contract.references:
+        if rule.table not in references:
+            raise ValueError(f"{contract.table}: rule {rule.reason} needs raw/{rule.table} to check {rule.column} against")
+        key = f"_key_{rule.reason}"
+        known = references[rule.table].select(F.col(rule.key).alias(key)).distinct().withColumn(_marker(rule), F.lit(True))
+        df = df.join(known, F.col(rule.column) == F.col(key), "left").drop(key)
+    return df
+
+
+def with_quarantine_reason(df: DataFrame, contract: Contract, partition_date: date | None,
+                           references: Mapping[str, DataFrame] | None = None) -> DataFrame:
     """Add `quarantine_reason`: the first broken rule, 'duplicate_<key>' for repeats, else null."""
+    df = _with_reference_markers(df, contract, references or {})
     reason = F.lit(None).cast(StringType())
-    for name, predicate in reversed(contract.rules):
-        reason = F.when(predicate(partition_date), F.lit(name)).otherwise(reason)
-    df = df.withColumn(QUARANTINE_REASON, reason)
+    for rule in reversed(contract.rules):
+        reason = F.when(_breaks(rule, partition_date), F.lit(rule.reason)).otherwise(reason)
+    df = df.withColumn(QUARANTINE_REASON, reason).drop(*(_marker(rule) for rule in contract.references))
     if contract.unique_key is None:
         return df
     # Among otherwise valid rows, the first occurrence (by the contract's order) of a key is kept.
@@ -157,14 +133,56 @@ def with_quarantine_reason(df: DataFrame, contract: RawContract, partition_date:
     occurrence = F.row_number().over(first_occurrence)
     return df.withColumn(
         QUARANTINE_REASON,
-        F.when(
-            F.col(QUARANTINE_REASON).isNull() & (occurrence > 1), F.lit(f"duplicate_{contract.unique_key}")
-        ).otherwise(F.col(QUARANTINE_REASON)),
+        F.when(F.col(QUARANTINE_REASON).isNull() & (occurrence > 1), F.lit(contract.duplicate_reason)).otherwise(F.col(QUARANTINE_REASON)),
     )
 
 
-def split_valid_and_quarantined(df: DataFrame, contract: RawContract, partition_date: date | None) -> tuple[DataFrame, DataFrame]:
-    checked = with_quarantine_reason(check_schema(df, contract), contract, partition_date)
+def split_valid_and_quarantined(df: DataFrame, contract: Contract, partition_date: date | None,
+                                references: Mapping[str, DataFrame] | None = None) -> tuple[DataFrame, DataFrame]:
+    """`references`: raw table name -> its rows (the dimension snapshot, or the same day's partition)
+    for the contract's referential rules."""
+    checked = with_quarantine_reason(check_schema(df, contract), contract, partition_date, references)
     valid = checked.where(F.col(QUARANTINE_REASON).isNull()).drop(QUARANTINE_REASON)
     quarantined = checked.where(F.col(QUARANTINE_REASON).isNotNull())
     return valid, quarantined
+
+
+def _arrow_type_matches(kind: str, arrow_type: pa.DataType) -> bool:
+    if kind == TIMESTAMP:  # Spark reads UTC-adjusted ms/us timestamps as its TIMESTAMP (ns it refuses)
+        return pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None and arrow_type.unit in ("ms", "us")
+    return {STRING: pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type),
+            INT64: pa.types.is_int64(arrow_type), DOUBLE: pa.types.is_float64(arrow_type)}[kind]
+
+
+def landing_files(contract: Contract, path: Path, partition: str) -> list[Path]:
+    """The data files of a landing partition (or snapshot), each checked against the contract's
+    columns from its own footer. Raises SchemaDriftError or UnreadableLandingFileError naming the
+    table, partition, file (and column, with both types)."""
+    where = f"{contract.table}[{partition}]"
+    # Spark's convention: names starting with _ or . are not data (_SUCCESS, .crc).
+    files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file() and not p.name.startswith(("_", ".")))
+    if not files:
+        raise UnreadableLandingFileError(f"{where}: no data files in {path}")
+    for file in files:
+        name = file.relative_to(path) if path.is_dir() else file.name
+        if file.stat().st_size == 0:
+            raise UnreadableLandingFileError(f"{where}: landing file {name} is unreadable: it is empty (0 bytes)")
+        try:
+            schema = pq.read_schema(file)
+        except (pa.ArrowException, OSError) as error:
+            raise UnreadableLandingFileError(f"{where}: landing file {name} is unreadable: {error}") from None
+        actual = {field.name: field.type for field in schema}
+        for column, kind in contract.columns:
+            if column not in actual:
+                raise SchemaDriftError(f"{where}: landing file {name}: column {column!r} is missing "
+                                       f"(expected {kind}; the file has columns {sorted(actual)})")
+            if not _arrow_type_matches(kind, actual[column]):
+                raise SchemaDriftError(f"{where}: landing file {name}: column {column!r} has type {actual[column]}, expected {kind}")
+    return files
+
+
+def read_landing(spark: SparkSession, contract: Contract, path: Path, partition: str) -> DataFrame:
+    """A landing partition whose every file passed `landing_files`, read with the contract's schema
+    (so no file's columns are inferred or filled in)."""
+    files = landing_files(contract, path, partition)
+    return spark.read.schema(contract.schema).parquet(*(str(file) for file in files))

@@ -15,56 +15,40 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Annotated
 
 import numpy as np
 import redis
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from eventlog.events import encode_record
+from eventlog.logs import open_event_log
 from featurestack.redis_server import ensure_redis
 from featurestack.settings import Settings, load_settings
 from serving.batching import MicroBatcher, Overloaded
 from serving.online_reader import online_store_client
 from serving.predictor import Predictor, resolve_model_dir
-from eventlog.events import encode_record
-from eventlog.logs import open_event_log
+from serving.readiness import FeatureProbe
+from serving.schemas import (
+    FEATURES_RESPONSES,
+    HEALTH_RESPONSES,
+    METRICS_RESPONSES,
+    PREDICT_RESPONSES,
+    READY_RESPONSES,
+    EntityBatch,
+    Transaction,
+    TransactionBatch,
+    document_request_bodies,
+    field_errors,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
-
-PositiveAmount = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-EntityId = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]  # Feast INT64 join keys
-
-
-class Transaction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: EntityId
-    merchant_id: EntityId
-    amount: PositiveAmount
-    # The transaction's id and time: features are read as of just before that time (TTL applied), and
-    # with event publishing on, the transaction is appended to the event log under that id after scoring.
-    txn_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    event_timestamp: AwareDatetime | None = None
-
-
-class TransactionBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    transactions: list[Transaction] = Field(min_length=1)
-
-
-class Entity(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: EntityId
-    merchant_id: EntityId
-
-
-class EntityBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    entities: list[Entity] = Field(min_length=1)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Metrics:
@@ -77,6 +61,9 @@ class Metrics:
         self.batch_rows = Histogram("featurestack_model_batch_rows", "Rows per model call (after micro-batching)",
                                     registry=self.registry, buckets=(1, 8, 32, 128, 512, 2048, 8192))
         self.redis_errors = Counter("featurestack_redis_errors_total", "Redis errors while fetching features", registry=self.registry)
+        self.missing_entities = Counter("featurestack_missing_entity_rows_total",
+                                        "Answered rows whose entity had no row of the view (its features missing)",
+                                        ["endpoint", "view"], registry=self.registry)
         self.overloaded = Counter("featurestack_overloaded_total", "Requests refused because the queue was full", registry=self.registry)
         # The batcher's queue (rows queued or being scored): now, its high-water mark, and its bound.
         self.pending_rows = Gauge("featurestack_pending_rows", "Rows queued or being scored", registry=self.registry)
@@ -179,10 +166,18 @@ def _parse(model: type[BaseModel], payload: object, list_field: str | None = Non
 
 
 async def _json(request: Request) -> object:
+    """The body as JSON: only with Content-Type application/json (415 otherwise); unparsable or too
+    deeply nested JSON is a 422 at `body`."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPException(415, f"Content-Type must be application/json, got {media_type or 'none'!r}")
     try:
         return await request.json()
     except ValueError as error:
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": f"body is not JSON: {error}"}]) from None
+    except RecursionError:
+        raise RequestValidationError([{"type": "json_too_deep", "loc": ("body",),
+                                       "msg": "body is not JSON this server reads: nested too deeply"}]) from None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -207,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         def score(user_ids, merchant_ids, amounts, as_of_nanos):
             scored = predictor.predict(user_ids, merchant_ids, amounts, as_of_nanos)
             missing = scored.features.missing_entity
+            count_missing("/predict", missing)
             any_missing = missing.any(axis=1).tolist()
             missing_rows = missing.tolist()
             values = scored.features.values.astype(object)
@@ -225,11 +221,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.pending_rows.set_function(lambda: batcher.pending_rows)
         metrics.pending_rows_peak.set_function(lambda: batcher.peak_pending_rows)
         metrics.pending_rows_limit.set(batcher.max_pending_rows)
+        probe = FeatureProbe(client, settings.feast_project, views)
         # Scored transactions feed the stream processor (featurestack stream), which keeps the windowed
         # features fresh: the log is partitioned by the user, the entity of those windows.
         event_log = open_event_log(settings.stream, client, settings.feast_project, "transactions", "user_id") \
             if settings.stream.publish_scored else None
-        state.update(client=client, predictor=predictor, batcher=batcher, event_log=event_log)
+        state.update(client=client, predictor=predictor, batcher=batcher, probe=probe, event_log=event_log)
         try:
             yield
         finally:
@@ -238,7 +235,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.to_thread(event_log.close)
             client.close()
 
-    app = FastAPI(title="featurestack serving", lifespan=lifespan)
+    def count_missing(endpoint: str, missing_entity: np.ndarray) -> None:
+        for view, rows in zip(state["predictor"].reader.views, missing_entity.sum(axis=0).tolist()):
+            if rows:
+                metrics.missing_entities.labels(endpoint=endpoint, view=view).inc(rows)
+
+    # /docs and /redoc from assets shipped with fastapi-offline: they render without internet.
+    app = FastAPIOffline(title="featurestack serving", lifespan=lifespan,
+                         description="Fraud scoring on the online store's features. Bodies are JSON "
+                                     "(Content-Type: application/json); numbers are strict JSON numbers.")
+    document_request_bodies(app, serving.max_request_rows)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": field_errors(list(error.errors()))})
 
     @app.exception_handler(redis.RedisError)
     async def redis_unavailable(_request: Request, error: redis.RedisError) -> JSONResponse:
@@ -254,8 +264,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessGuard, api_key=serving.api_key, max_body_bytes=serving.max_body_bytes)
     app.add_middleware(LatencyMiddleware, histogram=metrics.latency)
 
-    @app.post("/predict")
-    async def predict(request: Request) -> JSONResponse:
+    @app.post("/predict", response_model=None, responses=PREDICT_RESPONSES)
+    async def predict(request: Request, include_features: bool = False) -> JSONResponse:
+        """Score one transaction, or a batch as {"transactions": [...]}; `include_features`: also return
+        each feature vector as served."""
         payload = await _json(request)
         if isinstance(payload, dict) and "transactions" in payload:
             transactions = _parse(TransactionBatch, payload, "transactions", serving.max_request_rows).transactions
@@ -268,11 +280,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             np.fromiter((t.user_id for t in transactions), np.int64, len(transactions)),
             np.fromiter((t.merchant_id for t in transactions), np.int64, len(transactions)),
             np.fromiter((t.amount for t in transactions), np.float64, len(transactions)),
-            # As of one microsecond before the transaction: the training set's entity timestamp.
-            np.fromiter(((time_ - EPOCH) // MICROSECOND * 1000 - 1000 for time_ in times), np.int64, len(transactions)),
+            # As of one microsecond before the transaction: the training set's entity timestamp (epoch
+            # nanoseconds, clamped to int64: any valid date is accepted).
+            np.fromiter((min(max((time_ - EPOCH) // MICROSECOND * 1000 - 1000, INT64_MIN), INT64_MAX) for time_ in times),
+                        np.int64, len(transactions)),
         )
         predictions = await state["batcher"].submit(*columns)
-        if request.query_params.get("include_features") != "true":  # the vector as served, on request
+        if not include_features:
             predictions = [{key: value for key, value in p.items() if key != "features"} for p in predictions]
         if state["event_log"] is not None:
             records = [encode_record({"txn_id": t.txn_id or uuid.uuid4().hex, "user_id": t.user_id, "merchant_id": t.merchant_id,
@@ -281,14 +295,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Plain JSON types already: skip FastAPI's jsonable_encoder (5 ms per 1000 rows).
         return JSONResponse({"model_version": state["predictor"].version, "predictions": predictions})
 
-    @app.post("/features")
+    @app.post("/features", response_model=None, responses=FEATURES_RESPONSES)
     async def features(request: Request) -> JSONResponse:
+        """The model's online features for each entity."""
         entities = _parse(EntityBatch, await _json(request), "entities", serving.max_request_rows).entities
         predictor: Predictor = state["predictor"]
         result = await asyncio.to_thread(predictor.features, {
             "user_id": np.array([e.user_id for e in entities], np.int64),
             "merchant_id": np.array([e.merchant_id for e in entities], np.int64),
         }, time.time_ns())
+        count_missing("/features", result.missing_entity)
         values = result.values.astype(object)
         values[np.isnan(result.values)] = None  # a null value or a missing entity
         return JSONResponse({
@@ -299,20 +315,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         })
 
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"status": "ok"}
+    @app.get("/healthz", response_model=None, responses=HEALTH_RESPONSES)
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=None, responses=READY_RESPONSES)
     async def readyz() -> JSONResponse:
         if "predictor" not in state:
-            return JSONResponse(status_code=503, content={"status": "loading"})
-        await asyncio.to_thread(state["client"].ping)  # a RedisError becomes a 503
+            return JSONResponse(status_code=503, content={"status": "loading", "detail": "the model is loading"})
+        try:
+            holds_features = await asyncio.to_thread(state["probe"].holds_features)
+        except redis.RedisError as error:
+            metrics.redis_errors.inc()
+            return JSONResponse(status_code=503, content={"status": "online_store_unavailable",
+                                                          "detail": f"{type(error).__name__}: {error}"})
+        if not holds_features:
+            return JSONResponse(status_code=503, content={"status": "no_features", "detail": state["probe"].describe_absence()})
         return JSONResponse(content={"status": "ready", "model_version": state["predictor"].version,
                                      "device": state["predictor"].device,
                                      "runtime": state["predictor"].runner.runtime})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_model=None, response_class=PlainTextResponse, responses=METRICS_RESPONSES)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

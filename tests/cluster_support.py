@@ -149,7 +149,11 @@ def run_pipelines(spark, landing: Path, out: Path, days: list[date]) -> dict[str
         for table in RAW_PARTITIONED_TABLES:
             contract = CONTRACTS[table]
             landing_day = spark.read.parquet(str(landing / table / f"date={day.isoformat()}"))
-            valid, _ = split_valid_and_quarantined(landing_day, contract, day)
+            references = {  # what the contract's referential rules check against, as the raw asset reads it
+                rule.table: spark.read.parquet(str(raw_dir / rule.table / (f"date={day.isoformat()}" if rule.table in RAW_PARTITIONED_TABLES else "")))
+                for rule in contract.references
+            }
+            valid, _ = split_valid_and_quarantined(landing_day, contract, day, references)
             written.setdefault(f"raw/{table}", []).append(write_partition(valid, raw_dir / table, day, contract.order_by).path)
     for name, join_keys in (("user_velocity", ["user_id"]), ("merchant_risk", ["merchant_id"])):
         pipeline = load_pipeline(name)

@@ -53,6 +53,7 @@ def test_online_values_equal_latest_offline_values(platform, view, join_key):
 
 def test_every_day_and_asset_ran_and_materializations_are_registered(platform):
     assert platform.ran == ["platform_setup", *(f"daily_features[{day.isoformat()}]" for day in platform.days), "refresh_catalog"]
+    assert platform.failed == [] and platform.blocked == []
     store = open_store(platform.settings, platform.redis.url)
     for view in ("user_velocity", "merchant_risk"):
         intervals = store.get_feature_view(view).materialization_intervals

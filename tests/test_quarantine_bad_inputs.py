@@ -4,6 +4,8 @@ message (or the raw asset fails, for schema drift), and Redis keeps its previous
 
 Day 1 is published once for the module; every test corrupts day 2's landing partition, runs day 2
 (raw/transactions -> features/user_velocity -> online/user_velocity) and restores the landing file.
+The tests at the end run the whole day and publish it. Landing = raw + quarantine is asserted
+wherever the day's raw tables are written; where a file fails the partition, nothing is rewritten.
 """
 
 from __future__ import annotations
@@ -62,15 +64,34 @@ def stack(tmp_path_factory, redis_url, spark):
 
 @pytest.fixture
 def day2(stack, tmp_path):
-    """Day 2's landing partition, restored after the test."""
+    """Day 2's landing partition of transactions, restored after the test (chargebacks too)."""
     settings = stack["settings"]
     day = settings.start_date + timedelta(days=1)
-    folder = settings.landing_dir / "transactions" / f"date={day.isoformat()}"
-    backup = tmp_path / "landing-backup"
-    shutil.copytree(folder, backup)
-    yield day, folder
-    shutil.rmtree(folder)
-    shutil.copytree(backup, folder)
+    folders = [settings.landing_dir / table / f"date={day.isoformat()}" for table in ("transactions", "chargebacks")]
+    for folder in folders:
+        shutil.copytree(folder, tmp_path / folder.parent.name)
+    yield day, folders[0]
+    for folder in folders:
+        shutil.rmtree(folder)
+        shutil.copytree(tmp_path / folder.parent.name, folder)
+
+
+def _assert_landing_is_raw_plus_quarantine(settings, day, table="transactions") -> None:
+    partition = f"date={day.isoformat()}"
+    assert lake.row_count(settings.landing_dir / table / partition) == (
+        lake.row_count(settings.raw_dir / table / partition) + lake.row_count(settings.quarantine_dir / table / partition))
+
+
+def _partition_files(settings, day, table="transactions") -> dict[str, float]:
+    """raw and quarantine files of the day with their modification times (unchanged = not rewritten)."""
+    partition = f"date={day.isoformat()}"
+    return {str(path): path.stat().st_mtime_ns for root in (settings.raw_dir, settings.quarantine_dir)
+            for path in (root / table / partition).glob("*")}
+
+
+def _step_error(result):
+    failure = next(event for event in result.all_events if event.event_type == dg.DagsterEventType.STEP_FAILURE)
+    return failure.event_specific_data.error.cause
 
 
 def _rewrite(folder, change, schema=None):
@@ -118,6 +139,9 @@ KINDS = {
     "negative_or_zero_amount": (_bad_every_20th("amount", lambda v: -abs(v)), "expect_column_values_to_be_between on amount"),
     "absurd_amount": (_bad_every_20th("amount", lambda v: 5e9), "expect_column_values_to_be_between on amount"),
     "unknown_currency": (_bad_every_20th("currency", lambda v: "XXX"), "expect_column_values_to_be_in_set on currency"),
+    "unknown_channel": (_bad_every_20th("channel", lambda v: "drone"), "expect_column_values_to_be_in_set on channel"),
+    "unknown_user": (_bad_every_20th("user_id", lambda v: 10**12 + v), "expect_column_values_to_be_in_set on user_id_in_users"),
+    "unknown_merchant": (_bad_every_20th("merchant_id", lambda v: 10**12 + v), "expect_column_values_to_be_in_set on merchant_id_in_merchants"),
     "timestamp_outside_partition_day": (
         _bad_every_20th("event_timestamp", lambda v: v + pd.Timedelta(days=3)), "expect_column_values_to_be_between on event_timestamp"
     ),
@@ -159,6 +183,7 @@ def test_duplicate_txn_ids_are_quarantined_and_block_the_day(stack, day2):
     assert landing_rows == TRANSACTIONS_PER_DAY + BAD_ROWS
     evaluation = _check_evaluations(result)["raw/transactions:expectation_suite"]
     assert not evaluation.passed and "expect_column_values_to_be_unique on txn_id" in evaluation.description
+    _assert_landing_is_raw_plus_quarantine(stack["settings"], day)
     assert not result.success and _materialized(result) == {"raw/transactions"}
     assert _snapshot(stack["url"], stack["project"]) == stack["good"]
 
@@ -180,11 +205,56 @@ def test_schema_drift_fails_the_raw_asset_naming_the_column(stack, day2, drift, 
     else:
         index = TRANSACTIONS_SCHEMA.get_field_index("currency")
         _rewrite(folder, lambda f: f.rename(columns={"currency": "currency_code"}), TRANSACTIONS_SCHEMA.set(index, pa.field("currency_code", pa.string())))
+    before = _partition_files(stack["settings"], day)
     result = _run(stack, day)
     assert not result.success and _materialized(result) == set()
-    failure = next(event for event in result.all_events if event.event_type == dg.DagsterEventType.STEP_FAILURE)
-    error = failure.event_specific_data.error
-    assert error.cause.cls_name == "SchemaDriftError" and message in error.cause.message
+    cause = _step_error(result)
+    assert cause.cls_name == "SchemaDriftError" and message in cause.message
+    assert _partition_files(stack["settings"], day) == before  # nothing half-written: raw and quarantine untouched
+    assert _snapshot(stack["url"], stack["project"]) == stack["good"]
+
+
+def test_a_second_file_lacking_a_column_fails_the_partition_naming_the_file(stack, day2):
+    from pipelines.generator import TRANSACTIONS_SCHEMA
+
+    day, folder = day2
+    _rewrite(folder, lambda frame: frame)
+    whole = pq.read_table(folder / "part-0.parquet")
+    pq.write_table(whole.slice(0, 300), folder / "part-0.parquet")
+    pq.write_table(whole.slice(300).drop_columns(["currency"]), folder / "part-1.parquet")
+    assert whole.schema == TRANSACTIONS_SCHEMA
+    before = _partition_files(stack["settings"], day)
+    result = _run(stack, day)
+    assert not result.success and _materialized(result) == set()
+    cause = _step_error(result)
+    assert cause.cls_name == "SchemaDriftError"
+    assert f"transactions[{day}]: landing file part-1.parquet: column 'currency' is missing (expected string" in cause.message
+    assert _partition_files(stack["settings"], day) == before
+    assert _snapshot(stack["url"], stack["project"]) == stack["good"]
+
+
+def _scramble_pages(data: bytes) -> bytes:
+    """Garbles the column chunks, keeping the footer (schema and row counts stay readable)."""
+    middle = bytes((byte * 7 + 13) % 256 for byte in data[100 : len(data) // 2])
+    return data[:100] + middle + data[len(data) // 2 :]
+
+
+@pytest.mark.parametrize("damage", ["zero_bytes", "bad_footer", "garbled_pages"])
+def test_an_unreadable_only_file_fails_naming_table_partition_and_file_without_a_jvm_trace(stack, day2, damage):
+    day, folder = day2
+    _rewrite(folder, lambda frame: frame)
+    only = folder / "part-0.parquet"
+    data = only.read_bytes()
+    only.write_bytes({"zero_bytes": b"", "bad_footer": data[:-9], "garbled_pages": _scramble_pages(data)}[damage])
+    before = _partition_files(stack["settings"], day)
+    result = _run(stack, day)
+    assert not result.success and _materialized(result) == set()
+    cause = _step_error(result)
+    assert cause.cls_name == "UnreadableLandingFileError"
+    assert cause.message.startswith(f"pipelines.raw.UnreadableLandingFileError: transactions[{day}]: landing file part-0.parquet is unreadable")
+    assert "at org.apache" not in cause.message and "Py4J" not in cause.message and "UNABLE_TO_INFER_SCHEMA" not in cause.message
+    assert len(cause.message.strip().splitlines()) == 1  # one line, no trace
+    assert _partition_files(stack["settings"], day) == before
     assert _snapshot(stack["url"], stack["project"]) == stack["good"]
 
 
@@ -209,6 +279,7 @@ def test_a_feature_suite_failure_blocks_the_publish(stack, day2):
     assert not features.passed and "expect_column_mean_to_be_between on txn_count_1h" in features.description
     assert not result.success
     assert _materialized(result) == {"raw/transactions", "features/user_velocity"}
+    _assert_landing_is_raw_plus_quarantine(stack["settings"], day)
     assert _snapshot(stack["url"], stack["project"]) == stack["good"]
 
 
@@ -219,4 +290,47 @@ def test_a_clean_day_passes_every_check_and_publishes(stack, day2):
     evaluations = _check_evaluations(result)
     assert evaluations and all(e.passed for e in evaluations.values()), {k: e.description for k, e in evaluations.items() if not e.passed}
     assert evaluations["online/user_velocity:online_offline_consistency"].metadata["mismatch_rate"].value == 0.0
+    for table in ("transactions", "chargebacks"):
+        _assert_landing_is_raw_plus_quarantine(stack["settings"], day, table)
     assert _snapshot(stack["url"], stack["project"]) != stack["good"]
+
+
+def _rewrite_chargebacks(settings, day, change) -> None:
+    from pipelines.generator import CHARGEBACKS_SCHEMA
+
+    folder = settings.landing_dir / "chargebacks" / f"date={day.isoformat()}"
+    files = sorted(folder.glob("*.parquet"))
+    frame = change(pa.concat_tables([pq.read_table(f) for f in files]).to_pandas())
+    for f in files:
+        f.unlink()
+    pq.write_table(pa.Table.from_pandas(frame, schema=CHARGEBACKS_SCHEMA, preserve_index=False), folder / "part-0.parquet")
+
+
+@pytest.mark.parametrize(("reason", "change"), [
+    ("reported_before_transaction",
+     lambda f: f.assign(reported_timestamp=[f["txn_timestamp"][0] - pd.Timedelta(hours=1), *f["reported_timestamp"][1:]])),
+    ("unknown_transaction", lambda f: f.assign(txn_id=["no-such-transaction", *f["txn_id"][1:]])),
+])
+def test_a_bad_chargeback_is_quarantined_and_blocks_only_what_reads_chargebacks(stack, day2, reason, change):
+    """One bad label is quarantined with its reason. At this scale (8 labels a day) it is 12.5% of the
+    day, a broken feed for the chargebacks suite (its 1-in-200 tolerance is in
+    test_validations_suites): merchant_risk, which reads chargebacks, is not published, while
+    user_velocity, which does not, is published in the same run."""
+    day, _ = day2
+    settings = stack["settings"]
+    _rewrite_chargebacks(settings, day, change)
+    result = _run(stack, day, keys=None)
+    assert not result.success
+    evaluation = _check_evaluations(result)["raw/chargebacks:expectation_suite"]
+    assert not evaluation.passed and "rows (12.50%) break it" in evaluation.description
+    assert _reasons(settings, "chargebacks", day) == {reason: 1}
+    published = _materialized(result)
+    assert {"raw/transactions", "raw/chargebacks", "features/user_velocity", "online/user_velocity"} <= published
+    assert not {"features/merchant_risk", "online/merchant_risk"} & published
+    for table in ("transactions", "chargebacks"):
+        _assert_landing_is_raw_plus_quarantine(settings, day, table)
+
+
+def _reasons(settings, table, day) -> dict[str, int]:
+    frame = pq.read_table(settings.quarantine_dir / table / f"date={day.isoformat()}").to_pandas()
+    return frame["quarantine_reason"].value_counts().to_dict()

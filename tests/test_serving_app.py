@@ -279,6 +279,8 @@ def test_redis_down_or_hanging_is_a_503_and_the_server_recovers(serving_settings
         subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes",
                         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], check=True)
         _wait_until(lambda: redis.Redis.from_url(url).ping())
+        restarted_empty = test_client.get("/readyz")  # Redis is back without its data: not ready
+        assert restarted_empty.status_code == 503 and restarted_empty.json()["status"] == "no_features"
         _publish(url, serving_settings.feast_project)
         _wait_until(lambda: test_client.post("/predict", json=transaction).status_code == 200)
         assert test_client.get("/readyz").status_code == 200
@@ -296,8 +298,11 @@ def test_the_server_starts_while_redis_is_down_and_becomes_ready_when_it_answers
         subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes",
                         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], check=True)
         try:
-            _wait_until(lambda: test_client.get("/readyz").status_code == 200)
+            _wait_until(lambda: redis.Redis.from_url(url).ping())
+            empty = test_client.get("/readyz")  # answering, but holding none of the model's features
+            assert empty.status_code == 503 and empty.json()["status"] == "no_features"
             _publish(url, serving_settings.feast_project)
+            _wait_until(lambda: test_client.get("/readyz").status_code == 200)
             predicted = test_client.post("/predict", json={"user_id": 1, "merchant_id": 1, "amount": 1.0})
             assert predicted.status_code == 200 and predicted.json()["predictions"][0]["missing_features"] is False
         finally:

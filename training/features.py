@@ -7,6 +7,9 @@ import numpy as np
 
 # Request-time inputs: known only when the transaction arrives, so they never come from the store.
 REQUEST_FEATURES = ("amount_log", "amount_to_user_mean_7d")
+# Inputs are clipped to +-INPUT_LIMIT: beyond it a value tells the model nothing more, and float32
+# arithmetic through the layers would overflow to inf - inf = NaN (a non-finite score).
+INPUT_LIMIT = 1e9
 
 
 def model_inputs(store_values: np.ndarray, missing_views: np.ndarray, amounts: np.ndarray, user_mean_column: int) -> np.ndarray:
@@ -18,4 +21,5 @@ def model_inputs(store_values: np.ndarray, missing_views: np.ndarray, amounts: n
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(user_mean > 0, amounts / user_mean, 1.0)
     request = np.column_stack([np.log1p(np.maximum(amounts, 0.0)), np.nan_to_num(ratio, nan=1.0)])
-    return np.column_stack([np.nan_to_num(store_values, nan=0.0), missing_views.astype(np.float64), request]).astype(np.float32)
+    inputs = np.column_stack([np.nan_to_num(store_values, nan=0.0), missing_views.astype(np.float64), request])
+    return np.clip(inputs, -INPUT_LIMIT, INPUT_LIMIT).astype(np.float32)

@@ -26,7 +26,7 @@ from validations import import_great_expectations
 import_great_expectations()  # before anything imports GX (see there)
 
 from validations.suites import SUITE_MODULES  # noqa: E402
-from validations.suites._common import SuiteParams  # noqa: E402
+from validations.suites._common import SuiteParams, with_reference_flags  # noqa: E402
 
 SAMPLE_ROWS = 5
 
@@ -139,6 +139,8 @@ def validate(table: str, df: pd.DataFrame, params: SuiteParams = SuiteParams(), 
     module = suite_module(table)
     suite = build_suite(table, params)
     frame = module.prepare(df) if hasattr(module, "prepare") else df
+    if hasattr(module, "CONTRACT"):  # a raw table: its referential rules read derived flags
+        frame = with_reference_flags(module.CONTRACT, frame, params)
     frame = frame.reset_index(drop=True)
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
     gx_result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_ROWS})
@@ -194,12 +196,33 @@ def previous_partition_rows(table_dir: Path, day: date) -> int | None:
     return row_count(_partition_dir(table_dir, earlier[-1])) if earlier else None
 
 
-def validate_partition(table: str, table_dir: Path, day: date | None) -> ValidationResult:
-    """Validate one date partition of `table_dir` (or the whole table when `day` is None)."""
+def known_keys(table: str, raw_dir: Path, day: date | None) -> dict[str, pd.Index]:
+    """For a raw table's referential rules: rule reason -> the keys of the referenced raw table (its
+    partition of `day` when it is partitioned by day; a missing partition holds no keys)."""
+    contract = getattr(suite_module(table), "CONTRACT", None)
+    keys = {}
+    for rule in contract.references if contract else ():
+        path = raw_dir / rule.table
+        partitioned = day is not None and any(path.glob("date=*"))
+        if partitioned:
+            path = _partition_dir(path, day)
+        if path.exists():
+            keys[rule.reason] = pd.Index(pq.read_table(path, columns=[rule.key]).column(rule.key).to_pandas()).unique()
+        elif partitioned:
+            keys[rule.reason] = pd.Index([])
+        else:
+            raise FileNotFoundError(f"suite {table}: rule {rule.reason} reads raw/{rule.table}, which has no data at {path}")
+    return keys
+
+
+def validate_partition(table: str, table_dir: Path, day: date | None, raw_dir: Path | None = None) -> ValidationResult:
+    """Validate one date partition of `table_dir` (or the whole table when `day` is None). `raw_dir`:
+    where a raw table's referential rules find the referenced tables."""
+    references = known_keys(table, raw_dir, day) if raw_dir is not None else {}
     if day is None:
-        return validate(table, read_table(table_dir), SuiteParams())
+        return validate(table, read_table(table_dir), SuiteParams(known_keys=references))
     path = _partition_dir(table_dir, day)
     if not path.exists():
         raise FileNotFoundError(f"suite {table}: no partition {path}")
-    params = SuiteParams(partition_date=day, previous_rows=previous_partition_rows(table_dir, day))
+    params = SuiteParams(partition_date=day, previous_rows=previous_partition_rows(table_dir, day), known_keys=references)
     return validate(table, read_table(path), params, partition=day.isoformat())

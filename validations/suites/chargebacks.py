@@ -1,22 +1,19 @@
-"""raw/chargebacks, validated on the landing partition (partitioned by transaction day)."""
+"""raw/chargebacks, validated on the landing partition (partitioned by transaction day): the
+contract's row-level rules as shares of bad rows, plus what only the whole partition shows."""
 
 import great_expectations.expectations as gxe
 
-from validations.suites._common import (
-    MAX_BAD_ROW_SHARE, SuiteParams, at_least, in_partition_day, not_null, row_count_vs_previous, unique,
-)
+from pipelines.contracts import CHARGEBACKS
+from validations.suites._common import SuiteParams, contract_expectations, row_count_vs_previous
 
 TABLE = "chargebacks"
 KEYS = ("txn_id",)
-MOSTLY = 1 - MAX_BAD_ROW_SHARE
+CONTRACT = CHARGEBACKS
 
 
 def expectations(params: SuiteParams):
     return [
-        *not_null("txn_id", "user_id", "merchant_id", "txn_timestamp", "reported_timestamp", mostly=MOSTLY),
-        unique("txn_id", mostly=MOSTLY),
-        *in_partition_day("txn_timestamp", params, mostly=MOSTLY),
-        at_least("reported_timestamp", "txn_timestamp"),
+        *contract_expectations(CONTRACT, params),
         # Labels are few per day: a wide band still catches a missing or duplicated feed.
         *row_count_vs_previous(params, 0.2, 5.0),
         # Labels arrive 1 to 14 days after the transaction: a median outside that band is a broken feed.

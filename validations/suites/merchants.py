@@ -1,21 +1,19 @@
-"""raw/merchants (dimension snapshot), validated on the landing snapshot."""
+"""raw/merchants (dimension snapshot), validated on the landing snapshot: the contract's row-level
+rules as shares of bad rows, plus what only the whole table shows."""
 
 import great_expectations.expectations as gxe
 
-from validations.suites._common import SuiteParams, not_null, row_count_vs_previous, unique
+from pipelines.contracts import MERCHANTS
+from validations.suites._common import SuiteParams, contract_expectations, row_count_vs_previous
 
 TABLE = "merchants"
 KEYS = ("merchant_id",)
-CATEGORIES = ["grocery", "restaurants", "fuel", "fashion", "electronics", "travel",
-              "digital_goods", "entertainment", "health", "home"]
+CONTRACT = MERCHANTS
 
 
 def expectations(params: SuiteParams):
     return [
-        *not_null("merchant_id", "created_timestamp", "category"),
-        unique("merchant_id"),
-        gxe.ExpectColumnValuesToBeInSet(column="category", value_set=CATEGORIES),
-        gxe.ExpectColumnValueLengthsToEqual(column="country", value=2),
+        *contract_expectations(CONTRACT, params),
         *row_count_vs_previous(params, 0.5, 2.0),
         gxe.ExpectColumnUniqueValueCountToBeBetween(column="category", min_value=2),
     ]

@@ -1,18 +1,19 @@
-"""raw/users (dimension snapshot), validated on the landing snapshot."""
+"""raw/users (dimension snapshot), validated on the landing snapshot: the contract's row-level rules
+as shares of bad rows, plus what only the whole table shows."""
 
 import great_expectations.expectations as gxe
 
-from validations.suites._common import SuiteParams, not_null, row_count_vs_previous, unique
+from pipelines.contracts import USERS
+from validations.suites._common import SuiteParams, contract_expectations, row_count_vs_previous
 
 TABLE = "users"
 KEYS = ("user_id",)
+CONTRACT = USERS
 
 
 def expectations(params: SuiteParams):
     return [
-        *not_null("user_id", "signup_timestamp"),
-        unique("user_id"),
-        gxe.ExpectColumnValueLengthsToEqual(column="home_country", value=2),
+        *contract_expectations(CONTRACT, params),
         *row_count_vs_previous(params, 0.5, 2.0),
         gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(column="home_country", max_value=0.5),
     ]

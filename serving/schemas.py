@@ -1,0 +1,182 @@
+"""The serving API's request and response models and the OpenAPI documentation built from them.
+
+Requests are validated strictly: ids are JSON integers in INT64 range, amounts JSON numbers (never
+strings), finite and within the raw input contract's range. Every status code and content type an
+endpoint can answer is documented here, so /openapi.json describes what the server really does.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, TypeAdapter
+
+from pipelines.contracts import MAX_AMOUNT
+
+
+
+def _integral_number(value: Any) -> Any:
+    """JSON (and JSON Schema's `integer`) does not tell 7 from 7.0: an integral number is an id.
+    Fractions, booleans, strings and NaN stay wrong."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+EntityId = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1, description="Feast INT64 join key", examples=[42]),
+                     BeforeValidator(_integral_number)]
+Amount = Annotated[float, Field(strict=True, gt=0, le=MAX_AMOUNT, allow_inf_nan=False,
+                                description=f"Transaction amount: a JSON number, 0 < amount <= {MAX_AMOUNT:g}", examples=[12.5])]
+
+
+class Transaction(BaseModel):
+    """One transaction to score."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"user_id": 42, "merchant_id": 7, "amount": 12.5},
+        {"user_id": 42, "merchant_id": 7, "amount": 12.5, "txn_id": "t-981", "event_timestamp": "2026-11-30T12:00:00.000001Z"}]})
+    user_id: EntityId
+    merchant_id: EntityId
+    amount: Amount
+    txn_id: Annotated[str, Field(min_length=1, max_length=128, description=(
+        "The transaction's id: with event publishing on, the transaction is appended to the event log under it after "
+        "scoring (a retried request is applied once). Default: a new id."))] | None = None
+    event_timestamp: Annotated[AwareDatetime, Field(description=(
+        "When the transaction happened (with a time zone): features are read as of just before it, values older than "
+        "their view's TTL count as missing, as in training. Default: now."))] | None = None
+
+
+class TransactionBatch(BaseModel):
+    """Several transactions scored in one request (at most the server's max_request_rows)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"transactions": [
+        {"user_id": 42, "merchant_id": 7, "amount": 12.5}, {"user_id": 43, "merchant_id": 9, "amount": 250.0}]}]})
+    transactions: list[Transaction] = Field(min_length=1)
+
+
+class Entity(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"user_id": 42, "merchant_id": 7}]})
+    user_id: EntityId
+    merchant_id: EntityId
+
+
+class EntityBatch(BaseModel):
+    """The entities whose online features to return (at most the server's max_request_rows)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"entities": [{"user_id": 42, "merchant_id": 7}]}]})
+    entities: list[Entity] = Field(min_length=1)
+
+
+class Prediction(BaseModel):
+    fraud_probability: float = Field(ge=0, le=1, description="The model's probability that the transaction is fraud")
+    missing_features: bool = Field(description="Some view held no row (or only one older than its TTL) for the transaction's entity")
+    missing_views: list[str] = Field(description="The views that held no row for the entity")
+    features: dict[str, float | None] | None = Field(default=None, description=(
+        "With ?include_features=true: the feature vector as served, view:feature -> value (null: missing or null)"))
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"model_version": "20261130T120000Z", "predictions": [
+        {"fraud_probability": 0.031, "missing_features": False, "missing_views": []}]}]})
+    model_version: str
+    predictions: list[Prediction] = Field(description="One per transaction, in request order")
+
+
+class FeatureRow(BaseModel):
+    features: dict[str, float | None] = Field(description="view:feature -> value; null where the value is null or missing")
+    missing_views: list[str]
+
+
+class FeaturesResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "feature_refs": ["user_velocity:txn_count_1h"],
+        "rows": [{"features": {"user_velocity:txn_count_1h": 3.0}, "missing_views": []}]}]})
+    feature_refs: list[str]
+    rows: list[FeatureRow] = Field(description="One per entity, in request order")
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Ready(BaseModel):
+    status: str = Field(examples=["ready"])
+    model_version: str
+    device: str = Field(examples=["cpu", "cuda"])
+    runtime: str = Field(examples=["numpy", "torch"])
+
+
+class NotReady(BaseModel):
+    status: str = Field(description="loading | online_store_unavailable | no_features", examples=["no_features"])
+    detail: str
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where the problem is: 'body', then field names and list positions")
+    msg: str
+    type: str
+
+
+class ValidationErrors(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": [
+        {"loc": ["body", "amount"], "msg": "Input should be greater than 0", "type": "greater_than"}]}]})
+    detail: list[FieldError]
+
+
+def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validation errors as plain JSON: location, message, type. The offending input is left out: it
+    can be NaN, Infinity or a structure nested too deep to encode."""
+    return [{"loc": [part if isinstance(part, int) else str(part) for part in error["loc"]], "msg": str(error["msg"]),
+             "type": str(error["type"])} for error in errors]
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorMessage, "description": "Missing or wrong API key (only when the server has one)"},
+    413: {"model": ErrorMessage, "description": "Request body larger than the server's limit"},
+    415: {"model": ErrorMessage, "description": "Content-Type is not application/json"},
+    422: {"model": ValidationErrors, "description": "Body is not JSON or does not match the schema; `loc` names the field"},
+    503: {"model": ErrorMessage, "description": "Online store unavailable or server overloaded", "headers": _RETRY_AFTER},
+}
+PREDICT_RESPONSES = {200: {"model": PredictResponse, "description": "One prediction per transaction"}, **_BODY_ERRORS}
+FEATURES_RESPONSES = {200: {"model": FeaturesResponse, "description": "The model's online features per entity"}, **_BODY_ERRORS}
+HEALTH_RESPONSES = {200: {"model": Health, "description": "The process is up"}}
+READY_RESPONSES = {200: {"model": Ready, "description": "Model loaded, online store answering and holding the model's features"},
+                   503: {"model": NotReady, "description": "Not ready: loading, online store unavailable or holding none of the model's features"}}
+METRICS_RESPONSES = {200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+
+
+def _request_schema(model: Any, max_rows: int) -> tuple[dict, dict]:
+    """(schema, its $defs) with refs into the OpenAPI components; the batch bound filled in."""
+    schema = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
+    for definition in (schema, *definitions.values()):
+        for name, field in definition.get("properties", {}).items():
+            if name in ("transactions", "entities"):
+                field["maxItems"] = max_rows
+    return schema, definitions
+
+
+def document_request_bodies(app: FastAPI, max_rows: int) -> None:
+    """The handlers parse their bodies themselves (one transaction or a batch; the row bound is a
+    setting), so their request bodies are added to the generated OpenAPI document here."""
+    bodies = {"/predict": ("PredictRequest", Transaction | TransactionBatch), "/features": ("FeaturesRequest", EntityBatch)}
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for path, (name, model) in bodies.items():
+                schema, definitions = _request_schema(model, max_rows)
+                components.update(definitions)
+                components[name] = schema
+                document["paths"][path]["post"]["requestBody"] = {
+                    "required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi
