@@ -60,12 +60,12 @@ def _service_assets(service) -> list[dg.AssetsDefinition]:
         settings = platform.settings
         frame = pd.read_parquet(settings.state_dir / "training_sets" / service.name / "training_set.parquet")
         result = train(settings, platform.redis_endpoint.url, service.name, frame=frame)
-        metrics = result.manifest["metrics"]
+        metrics = result.manifest.training.metrics
         yield dg.MaterializeResult(metadata={
             **{name: round(value, 4) for name, value in metrics.items()},
             "model_dir": dg.MetadataValue.path(str(result.model_dir)),
             "promoted": result.promoted,
-            "device": result.manifest["trained_on"],
+            "device": result.manifest.training.trained_on,
         })
         yield dg.AssetCheckResult(
             check_name="beats_metric_floor",

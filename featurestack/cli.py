@@ -40,16 +40,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     result = train(settings, ensure_redis(settings.redis_url, settings.state_dir).url, args.feature_service, epochs=args.epochs)
-    manifest = result.manifest
-    print(f"trained {manifest['model']} on {manifest['feature_service']} ({len(manifest['feature_refs'])} features) on {manifest['trained_on']}")
-    print(f"  window   train {manifest['training_window']['train']}  test {manifest['training_window']['test']}")
-    print(f"  rows     {manifest['rows']}")
-    for name, value in manifest["metrics"].items():
+    manifest, training = result.manifest, result.manifest.training
+    print(f"trained {manifest.model} on {manifest.feature_service} ({len(manifest.feature_refs)} features) on {training.trained_on}")
+    print(f"  window   train {training.training_window['train']}  test {training.training_window['test']}")
+    print(f"  rows     {training.rows}")
+    for name, value in training.metrics.items():
         print(f"  {name:<16} {value:.4f}")
     print(f"  artifact {result.model_dir}")
-    floor = manifest["metric_floor"]["test_roc_auc"]
+    floor = training.metric_floor["test_roc_auc"]
     if not result.promoted:
-        print(f"  NOT promoted: test_roc_auc below the floor {floor} of {manifest['feature_service']}; serving keeps the previous model")
+        print(f"  NOT promoted: test_roc_auc below the floor {floor} of {manifest.feature_service}; serving keeps the previous model")
         return 1
     print(f"  promoted: serving uses it (test_roc_auc >= floor {floor})")
     return 0

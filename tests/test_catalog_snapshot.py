@@ -14,6 +14,7 @@ import pytest
 from catalog.definitions import parse_feast_repo
 from catalog.search import search_features
 from catalog.snapshot import build_snapshot, catalog_dir, read_snapshot, write_snapshot
+from core.artifacts import ModelManifest, ViewPin, artifact_dir, promote
 from featurestack.settings import load_settings
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -119,14 +120,17 @@ def build_small_catalog(root: Path, monkeypatch: pytest.MonkeyPatch, *, now: dat
         newest = datetime.fromisoformat(day).replace(tzinfo=timezone.utc) + timedelta(hours=20)
         write_offline_partition(settings.offline_dir / "card_spend", day, 200, newest=min(newest, now - timedelta(hours=2)), seed=i)
     report_dagster_events(settings.dagster_home)
-    model_dir = state / "models" / "spend_mlp"
+    pins = {view: ViewPin(fingerprint="hand-made", join_keys=(("card_id", "INT64"),), features=())
+            for view in ("card_spend", "card_limits")}
+    manifest = ModelManifest(model="spend_mlp", version="v1", project="p", feature_service="spend_model_v1",
+                             feature_refs=("card_spend:spend_1d", "card_spend:txn_count_1d", "card_limits:credit_limit"),
+                             request_features=(), user_mean_feature="card_spend:spend_1d", n_inputs=3, feature_views=pins)
+    model_dir = artifact_dir(settings.models_dir, manifest.feature_service, manifest.version)
     model_dir.mkdir(parents=True)
-    (model_dir / "manifest.json").write_text(json.dumps({
-        "name": "spend_mlp", "feature_service": "spend_model_v1",
-        "features": ["card_spend:spend_1d", "card_spend:txn_count_1d", "card_limits:credit_limit"],
-    }))
-    (state / "models" / "broken").mkdir()
-    (state / "models" / "broken" / "manifest.json").write_text("{not json")
+    manifest.write(model_dir)
+    promote(settings.models_dir, manifest)
+    (state / "models" / "broken" / "v1").mkdir(parents=True)
+    (state / "models" / "broken" / "v1" / "manifest.json").write_text("{not json")
     snapshot = build_snapshot(settings, definitions=parse_feast_repo(repo), pipelines_dir=pipelines, now=now)
     return snapshot, settings
 

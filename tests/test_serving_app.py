@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -24,6 +23,7 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 
+from core.artifacts import ModelManifest, ViewPin, promote
 from featurestack.redis_server import free_port, start_own_redis
 from featurestack.settings import PROJECT_ROOT, load_settings
 from serving.app import create_app, online_store_client
@@ -68,17 +68,13 @@ def _write_model(model_dir, project: str) -> dict:
     model.fit_scaler(torch.rand(64, n_inputs) * 100)  # a non-trivial scaler, like a trained one
     torch.save(model.state_dict(), model_dir / "model.pt")
     save_numpy_weights(model, model_dir / "weights.npz")
-    manifest = {
-        "model": "fraud_mlp", "version": "test-v1", "model_file": "model.pt", "weights_file": "weights.npz", "project": project,
-        "feature_service": "fraud_detection_v1", "feature_refs": REFS, "user_mean_feature": "user_velocity:amount_mean_7d",
-        "request_features": ["amount_log", "amount_to_user_mean_7d"], "n_inputs": n_inputs,
-        "feature_views": {
-            layout.name: {"fingerprint": "hand-made", "join_keys": [list(p) for p in layout.join_keys],
-                          "features": [list(p) for p in layout.features]}
-            for layout in (USERS, MERCHANTS)
-        },
-    }
-    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    manifest = ModelManifest(
+        model="fraud_mlp", version="test-v1", project=project, feature_service="fraud_detection_v1", feature_refs=tuple(REFS),
+        user_mean_feature="user_velocity:amount_mean_7d", request_features=("amount_log", "amount_to_user_mean_7d"), n_inputs=n_inputs,
+        feature_views={layout.name: ViewPin(fingerprint="hand-made", join_keys=layout.join_keys, features=layout.features)
+                       for layout in (USERS, MERCHANTS)},
+    )
+    manifest.write(model_dir)
     return manifest
 
 
@@ -86,8 +82,7 @@ def _write_model(model_dir, project: str) -> dict:
 def serving_settings(tmp_path_factory, redis_url):
     project = f"fs_serving_{uuid.uuid4().hex[:10]}"
     state = tmp_path_factory.mktemp("serving_state")
-    _write_model(state / "models" / "fraud_detection_v1" / "test-v1", project)
-    (state / "models" / "fraud_detection_v1" / "LATEST").write_text("test-v1")
+    promote(state / "models", _write_model(state / "models" / "fraud_detection_v1" / "test-v1", project))
     _publish(redis_url, project)
     settings = load_settings()
     yield replace(settings, state_dir=state, redis_url=redis_url, feast_project=project,
@@ -191,8 +186,8 @@ def test_metrics_expose_latency_batches_errors_and_device(client):
 
 def test_the_numpy_runner_equals_the_torch_model_and_torch_is_the_fallback(serving_settings, tmp_path):
     model_dir = serving_settings.state_dir / "models" / "fraud_detection_v1" / "test-v1"
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    inputs = np.random.default_rng(3).normal(50, 40, (257, manifest["n_inputs"])).astype(np.float32)
+    manifest = ModelManifest.read(model_dir)
+    inputs = np.random.default_rng(3).normal(50, 40, (257, manifest.n_inputs)).astype(np.float32)
     client = redis.Redis.from_url(serving_settings.redis_url)
     on_numpy = Predictor(model_dir, client, device="cpu").runner
     assert isinstance(on_numpy, NumpyMLP)
