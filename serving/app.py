@@ -185,7 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A configured REDIS_URL is used as is: if it is down the server still starts, /readyz says 503
         # until it answers. Without one, the local discovery (127.0.0.1:6379 or our own redis-server).
         url = settings.redis_url or ensure_redis("", settings.state_dir).url
-        client = online_store_client(url, serving.redis_timeout_s)
+        client = online_store_client(url, serving.redis_timeout_s, settings.redis_type)
         predictor = Predictor(resolve_model_dir(settings), client, serving.device)
         metrics.device.labels(device=predictor.device, runtime=predictor.runner.runtime, model_version=predictor.version).set(1)
 
