@@ -29,8 +29,11 @@ demo: install
 	$(BIN)/featurestack generate --days $(DEMO_DAYS) --transactions-per-day $(DEMO_TRANSACTIONS_PER_DAY)
 	$(BIN)/featurestack run
 
+# Then the writer's compiled RESP kernels again with bounds checks (their own numba cache, so nothing
+# compiled without checks is reused): an overrun raises IndexError instead of corrupting memory.
 test: install
 	$(BIN)/python -m pytest
+	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(VENV)/numba-cache-boundscheck $(BIN)/python -m pytest -q tests/test_resp_bulk.py tests/test_redis_layout.py
 
 # Feast's paths vs ours on the same generated data (issue 6); e.g. make bench BENCH_ARGS="--scale 10000000"
 .PHONY: bench

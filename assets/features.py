@@ -127,12 +127,13 @@ def online_publish_asset(view: "FeatureView", join_keys: list[str], partitions_d
         if settings.offline_profile == "spark":  # the executors write: a cluster spreads the encoding
             latest = read_offline_latest_spark(pyspark.spark_session, table_dir, join_keys, [day],
                                                created_column=created_column)
-            result = publish_latest_spark(latest, platform.redis_endpoint.url, settings.redis_type, settings.feast_project, layout)
+            result = publish_latest_spark(latest, platform.redis_endpoint.url, settings.redis_type, settings.feast_project, layout,
+                                          write_mode=settings.redis_write_mode)
         else:
             latest = read_offline_latest(table_dir, join_keys, dates=[day], created_column=created_column)
             client = platform.redis_client()
             try:
-                result = publish_latest(client, settings.feast_project, layout, latest)
+                result = publish_latest(client, settings.feast_project, layout, latest, write_mode=settings.redis_write_mode)
             finally:
                 client.close()
         # Record the interval as `feast materialize` would, so Feast tooling sees what is online.

@@ -15,6 +15,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO_DIR = PROJECT_ROOT / "feature_repo"
 OFFLINE_PROFILES = ("local", "spark")
+# How the online writer writes: auto (a new key is RESTOREd from a ready-made hash, an existing one gets
+# HSET) or hset (HSET only: for a Redis-compatible server whose RESTORE payloads differ, or to compare).
+REDIS_WRITE_MODES = ("auto", "hset")
 
 
 def _env(name: str, default: str) -> str:
@@ -71,6 +74,7 @@ class Settings:
     # Feast SQL registry (multi-user), e.g. postgresql+psycopg://user:pw@host:5432/feast_registry; empty: a file
     registry_db_url: str = ""
     redis_type: str = "redis"  # or redis_cluster (REDIS_URL then names one node of the cluster)
+    redis_write_mode: str = "auto"  # one of REDIS_WRITE_MODES
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
 
     @property
@@ -126,6 +130,13 @@ def _redis_type() -> str:
     return redis_type
 
 
+def _redis_write_mode() -> str:
+    mode = _env("FEATURESTACK_REDIS_WRITE_MODE", "auto")
+    if mode not in REDIS_WRITE_MODES:
+        raise ValueError(f"FEATURESTACK_REDIS_WRITE_MODE must be one of {REDIS_WRITE_MODES}, got {mode!r}")
+    return mode
+
+
 def load_settings() -> Settings:
     """Read settings from the environment (uncached: tests build their own)."""
     state_dir = Path(_env("FEATURESTACK_STATE_DIR", str(PROJECT_ROOT / ".state"))).resolve()
@@ -146,6 +157,7 @@ def load_settings() -> Settings:
         webhook_url=_env("FEATURESTACK_ALERT_WEBHOOK_URL", ""),
         registry_db_url=_registry_db_url(profile),
         redis_type=_redis_type(),
+        redis_write_mode=_redis_write_mode(),
         serving=ServingSettings(
             model_dir=_env("FEATURESTACK_MODEL_DIR", ""),
             feature_service=_env("FEATURESTACK_SERVING_FEATURE_SERVICE", "fraud_detection_v1"),

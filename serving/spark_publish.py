@@ -53,6 +53,7 @@ def publish_latest_spark(
     key_ttl_seconds: int | None = None,
     batch_size: int = 20_000,
     timestamp_column: str = "event_timestamp",
+    write_mode: str = "auto",
 ) -> PublishResult:
     """Write `latest` (one row per entity) to Redis from the executors: each opens its own client for
     `redis_url` and publishes its partition's arrow batches. Returns the totals."""
@@ -68,7 +69,7 @@ def publish_latest_spark(
         try:
             for batch in batches:
                 result = publish_latest(client, project, layout, pa.Table.from_batches([batch]), batch_size,
-                                        key_ttl_seconds, timestamp_column)
+                                        key_ttl_seconds, timestamp_column, write_mode)
                 yield pa.RecordBatch.from_pydict({"entities": [result.entities], "written": [result.written]})
         finally:
             client.close()
