@@ -18,18 +18,13 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from assets.checks import ONLINE_FRESHNESS_CHECK, SLA_TAG
+from assets.checks import ONLINE_FRESHNESS_CHECK
+from featurestack.feast_repo import sla_hours
 
 if TYPE_CHECKING:
     from feast import FeatureView
 
 FRESHNESS_JOB = "freshness_checks"
-
-
-def sla_hours(view: "FeatureView") -> float:
-    if SLA_TAG not in view.tags:
-        raise ValueError(f"feature view {view.name} lacks the tag {SLA_TAG!r} (feature_repo/feature_views.py)")
-    return float(view.tags[SLA_TAG])
 
 
 def deadline_cron(hours: float) -> str:
@@ -40,7 +35,7 @@ def deadline_cron(hours: float) -> str:
 def apply_freshness_policies(assets: list, views: "list[FeatureView]") -> list:
     policies = {}
     for view in views:
-        policy = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=sla_hours(view)))
+        policy = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=sla_hours(view.name, view.tags)))
         policies[dg.AssetKey(["features", view.name])] = policy
         policies[dg.AssetKey(["online", view.name])] = policy
 
@@ -58,7 +53,7 @@ def apply_freshness_policies(assets: list, views: "list[FeatureView]") -> list:
 def partition_freshness_checks(views: "list[FeatureView]") -> list[dg.AssetChecksDefinition]:
     by_deadline: dict[str, list[dg.AssetKey]] = {}
     for view in sorted(views, key=lambda v: v.name):
-        by_deadline.setdefault(deadline_cron(sla_hours(view)), []).append(dg.AssetKey(["features", view.name]))
+        by_deadline.setdefault(deadline_cron(sla_hours(view.name, view.tags)), []).append(dg.AssetKey(["features", view.name]))
     checks = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

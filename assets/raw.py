@@ -8,9 +8,9 @@ from dagster_pyspark import LazyPySparkResource
 
 from assets.partitions import partition_date
 from assets.resources import PlatformResource
+from featurestack.lake import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES, partition_dir
 from pipelines.offline_store import write_partition, write_table
 from pipelines.raw import CONTRACTS, QUARANTINE_REASON, RawContract, split_valid_and_quarantined
-from pipelines.registry import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES
 
 
 def raw_asset(contract: RawContract, partitions_def: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
@@ -30,7 +30,7 @@ def raw_asset(contract: RawContract, partitions_def: dg.PartitionsDefinition | N
         day = partition_date(context) if partitions_def else None
         landing_path = settings.landing_dir / contract.table
         if day is not None:
-            landing_path = landing_path / f"date={day.isoformat()}"
+            landing_path = partition_dir(landing_path, day)
         if not landing_path.exists():
             raise FileNotFoundError(f"no landing data for {contract.table}: {landing_path} (run `featurestack generate`)")
         landing = pyspark.spark_session.read.parquet(str(landing_path))

@@ -18,7 +18,6 @@ Before anything is timed, the features each server returns for a sample of entit
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import shutil

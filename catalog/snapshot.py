@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from catalog.lineage import PIPELINES_DIR, CatalogModel, build_lineage, load_models, pipeline_info
 from catalog.stats import compute_table_stats, has_partitions
+from featurestack.feast_repo import SLA_TAG, sla_hours
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -61,10 +62,11 @@ def _parse(moment: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _sla_hours(tags: dict[str, str]) -> float | None:
+def _sla_hours(view: dict[str, Any]) -> float | None:
+    """The view's SLA, or None when its tag is missing or unusable (shown as unknown freshness)."""
     try:
-        return float(tags["freshness_sla_hours"])
-    except (KeyError, ValueError):
+        return sla_hours(view["name"], view["tags"])
+    except ValueError:
         return None
 
 
@@ -73,7 +75,7 @@ def _freshness_of(newest: datetime | None, sla: float | None, now: datetime, wha
         return {"status": "unknown", "newest": None, "age_hours": None, "reason": f"no {what} data"}
     age = (now - newest).total_seconds() / 3600
     if sla is None:
-        return {"status": "unknown", "newest": newest.isoformat(), "age_hours": round(age, 2), "reason": "no freshness_sla_hours tag"}
+        return {"status": "unknown", "newest": newest.isoformat(), "age_hours": round(age, 2), "reason": f"no usable {SLA_TAG} tag"}
     status = "fresh" if age <= sla else "stale"
     return {"status": status, "newest": newest.isoformat(), "age_hours": round(age, 2),
             "reason": f"newest {what} value is {age:.1f} h old, SLA {sla:g} h"}
@@ -82,7 +84,7 @@ def _freshness_of(newest: datetime | None, sla: float | None, now: datetime, wha
 def _freshness(view: dict[str, Any], now: datetime) -> dict[str, Any]:
     """Offline: the newest event in the offline table. Online: the newest event of the latest
     partition published to Redis (Dagster's online/<view>, else the registry's materialization)."""
-    sla = _sla_hours(view["tags"])
+    sla = _sla_hours(view)
     partitions = {p["date"]: p for p in view["offline"]["partitions"]}
     offline_newest = max((_parse(p["newest_event"]) for p in partitions.values() if p["newest_event"]), default=None)
     offline = _freshness_of(offline_newest, sla, now, "offline")

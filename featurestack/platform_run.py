@@ -18,7 +18,6 @@ from featurestack.settings import PROJECT_ROOT, Settings, load_settings
 
 FINGERPRINT_TAG = "featurestack/fingerprint"
 CODE_DIRS = ("pipelines", "assets", "feature_repo", "serving", "featurestack")
-LOOKBACK_DAYS = 30  # the longest window any pipeline reads
 # The full event log is in the Dagster instance (and the UI); the terminal gets warnings only.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -87,6 +86,8 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     selected = landed[:days] if days else landed
 
     from assets.definitions import CATALOG_JOB, DAILY_JOB, SETUP_JOB, build_definitions
+    from featurestack.feast_repo import load_repo_contents
+    from pipelines.registry import history_days, load_pipeline
 
     # Redis may have been restarted empty (it keeps nothing on disk): then nothing counts as done.
     if not _redis_holds_project(endpoint.url, settings.feast_project, settings.redis_type):
@@ -95,7 +96,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     instance = dg.DagsterInstance.get()
     outcome = RunOutcome(settings=settings, redis=endpoint, days=selected)
     code = lake.source_fingerprint([PROJECT_ROOT / name for name in CODE_DIRS])
-    dimensions = lake.fingerprint([settings.landing_dir / "users", settings.landing_dir / "merchants"])
+    dimensions = lake.fingerprint([settings.landing_dir / table for table in lake.RAW_DIMENSION_TABLES])
     # The Redis URL may carry a password: only a hash of it goes into the (visible) run tags.
     redis_identity = hashlib.sha256(endpoint.url.encode()).hexdigest()[:12]
     setup_fingerprint = f"{code}-{dimensions}-{redis_identity}"
@@ -105,11 +106,13 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     for day in [day for day in selected if day.isoformat() not in complete_days]:
         print(f"  daily_features[{day}]: the day is not over yet (UTC), left for the schedule")
     selected = outcome.days = [day for day in selected if day.isoformat() in complete_days]
+    # A day's result depends on the landed history its pipelines declare they read (pipelines/<name>.py inputs).
+    lookback = history_days(load_pipeline(view.tags["pipeline"]) for view in load_repo_contents(settings).feature_views)
     for day in selected:
         history = [
-            settings.landing_dir / table / f"date={(day - timedelta(days=back)).isoformat()}"
-            for table in ("transactions", "chargebacks")
-            for back in range(LOOKBACK_DAYS + 1)
+            lake.partition_dir(settings.landing_dir / table, day - timedelta(days=back))
+            for table, days_back in lookback.items()
+            for back in range(days_back + 1)
         ]
         day_fingerprint = f"{setup_fingerprint}-{lake.fingerprint([path for path in history if path.exists()])}"
         _execute(instance, daily, day.isoformat(), day_fingerprint, force, outcome)
@@ -146,7 +149,7 @@ def print_summary(outcome: RunOutcome) -> None:
     last_day = lake.partition_dates(settings.raw_dir / "transactions")[-1]
     import pyarrow.parquet as pq
 
-    last_day_rows = pq.read_table(settings.raw_dir / "transactions" / f"date={last_day.isoformat()}")
+    last_day_rows = pq.read_table(lake.partition_dir(settings.raw_dir / "transactions", last_day))
     last_txn = last_day_rows.slice(last_day_rows.num_rows - 1).to_pylist()[0]
     store = open_store(settings, outcome.redis.url)
     entity = {"user_id": last_txn["user_id"], "merchant_id": last_txn["merchant_id"]}

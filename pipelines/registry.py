@@ -8,14 +8,13 @@ how many days back) and the pure DataFrame function that builds one daily partit
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
 from pyspark.sql import DataFrame
 
-RAW_PARTITIONED_TABLES = ("transactions", "chargebacks")
-RAW_DIMENSION_TABLES = ("users", "merchants")
+from featurestack.lake import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES
 
 
 @dataclass(frozen=True)
@@ -39,3 +38,14 @@ def load_pipeline(name: str) -> FeaturePipeline:
     if unknown:
         raise LookupError(f"feature pipeline {name!r} reads unknown raw tables {sorted(unknown)}")
     return pipeline
+
+
+def history_days(pipelines: Iterable[FeaturePipeline]) -> dict[str, int]:
+    """Daily raw table -> the most days before a partition date any of `pipelines` reads: a partition
+    depends on exactly that much landed history."""
+    days: dict[str, int] = {}
+    for pipeline in pipelines:
+        for table, back in pipeline.inputs.items():
+            if table in RAW_PARTITIONED_TABLES:
+                days[table] = max(days.get(table, 0), back)
+    return days

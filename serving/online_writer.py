@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
+from featurestack.lake import PARTITION_FILES_GLOB, partition_dir
 from featurestack.settings import REDIS_WRITE_MODES
 from serving.resp import StreamingConnection, raise_errors
 from serving.redis_layout import (
@@ -82,10 +83,9 @@ def read_offline_latest(
     newest `created_column` (Feast's tie-break), then the later partition/file/row."""
     table_dir = Path(table_dir)
     if dates is None:
-        paths = [str(table_dir / "date=*" / "*.parquet")]
+        paths = [str(table_dir / PARTITION_FILES_GLOB)]
     else:
-        paths = [str(table_dir / f"date={d}" / "*.parquet") for d in dates]
-        paths = [p for p, d in zip(paths, dates) if (table_dir / f"date={d}").is_dir()]
+        paths = [str(partition_dir(table_dir, d) / "*.parquet") for d in dates if partition_dir(table_dir, d).is_dir()]
         if not paths:
             raise FileNotFoundError(f"{table_dir}: none of the partitions {dates} exists")
     keys = ", ".join(_quoted(k) for k in join_keys)

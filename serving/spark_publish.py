@@ -14,6 +14,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from featurestack.lake import partition_dir
 from serving.online_writer import PublishResult
 from serving.redis_layout import ViewLayout
 
@@ -32,7 +33,7 @@ def read_offline_latest_spark(
     broken by `created_column`, then the later partition/file/row. A hash aggregate (max_by over an
     ordering struct), not a window: no sort of the whole table."""
     table_dir = Path(table_dir)
-    paths = [str(table_dir / f"date={d}") for d in dates] if dates is not None else [str(table_dir)]
+    paths = [str(partition_dir(table_dir, d)) for d in dates] if dates is not None else [str(table_dir)]
     paths = [p for p in paths if Path(p).is_dir()]
     if not paths:
         raise FileNotFoundError(f"{table_dir}: none of the partitions {dates} exists")

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from featurestack.lake import partition_dir
 from validations import import_great_expectations
 
 import_great_expectations()  # before anything imports GX (see there)
@@ -170,10 +171,6 @@ def validate(table: str, df: pd.DataFrame, params: SuiteParams = SuiteParams(), 
     )
 
 
-def _partition_dir(table_dir: Path, day: date) -> Path:
-    return table_dir / f"date={day.isoformat()}"
-
-
 def read_table(path: Path) -> pd.DataFrame:
     """A partition as pandas, string columns as categoricals: arrow builds the dictionaries in C++
     (free where parquet already keeps them dictionary-encoded), and GX's fingerprinting, null, set
@@ -191,14 +188,14 @@ def previous_partition_rows(table_dir: Path, day: date) -> int | None:
     from featurestack.lake import partition_dates, row_count
 
     earlier = [d for d in partition_dates(table_dir) if d < day]
-    return row_count(_partition_dir(table_dir, earlier[-1])) if earlier else None
+    return row_count(partition_dir(table_dir, earlier[-1])) if earlier else None
 
 
 def validate_partition(table: str, table_dir: Path, day: date | None) -> ValidationResult:
     """Validate one date partition of `table_dir` (or the whole table when `day` is None)."""
     if day is None:
         return validate(table, read_table(table_dir), SuiteParams())
-    path = _partition_dir(table_dir, day)
+    path = partition_dir(table_dir, day)
     if not path.exists():
         raise FileNotFoundError(f"suite {table}: no partition {path}")
     params = SuiteParams(partition_date=day, previous_rows=previous_partition_rows(table_dir, day))
