@@ -1,18 +1,27 @@
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
-import redis
-
-from featurestack.redis_server import project_keys
 from pipelines.spark import build_spark_session
 
-PLATFORM_DAYS = 3
-PLATFORM_TRANSACTIONS_PER_DAY = 1500
+from core.artifacts import promote
+from featurestack.settings import load_settings
+from serving_support import publish_online_data, write_model
+from support import PLATFORM_DAYS, PLATFORM_TRANSACTIONS_PER_DAY, delete_project_keys, platform_environment
+
+
+TIERS = ("unit", "integration")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test belongs to a tier (`make test-fast` runs the unit tier): a module without
+    `pytestmark = pytest.mark.unit` or `pytest.mark.integration` fails the collection."""
+    untiered = sorted({item.nodeid.split("::")[0] for item in items if not any(item.get_closest_marker(tier) for tier in TIERS)})
+    if untiered:
+        raise pytest.UsageError(f"tests without a tier marker ({' or '.join(TIERS)}): {', '.join(untiered)}")
 
 
 @pytest.fixture(scope="session")
@@ -28,33 +37,6 @@ def redis_url(tmp_path_factory) -> str:
     from featurestack.redis_server import ensure_redis
 
     return ensure_redis(os.environ.get("REDIS_URL", ""), tmp_path_factory.mktemp("redis-state")).url
-
-
-def delete_project_keys(url: str, project: str) -> None:
-    """Remove only the keys of a test's own Feast project."""
-    client = redis.Redis.from_url(url)
-    keys = list(project_keys(client, project))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
-    client.close()
-
-
-@contextlib.contextmanager
-def platform_environment(state_dir, project: str, redis_url: str, **extra: str) -> Iterator[None]:
-    """The environment of a platform of its own (state folder, Feast project, Redis, local profile unless
-    `extra` says otherwise),
-    restored exactly afterwards (the platform code exports settings into os.environ)."""
-    saved_environment = dict(os.environ)
-    os.environ.update({
-        "FEATURESTACK_STATE_DIR": str(state_dir), "FEATURESTACK_FEAST_PROJECT": project,
-        "FEATURESTACK_OFFLINE_PROFILE": "local", "REDIS_URL": redis_url, **extra,
-    })
-    os.environ.pop("FEATURESTACK_DATA_DIR", None)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_environment)
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +62,15 @@ def trained_model(platform):
     from training.train import train
 
     return train(platform.settings, platform.redis.url, epochs=4)
+
+
+@pytest.fixture(scope="module")
+def serving_settings(tmp_path_factory, redis_url):
+    project = f"fs_serving_{uuid.uuid4().hex[:10]}"
+    state = tmp_path_factory.mktemp("serving_state")
+    promote(state / "models", write_model(state / "models" / "fraud_detection_v1" / "test-v1", project))
+    publish_online_data(redis_url, project)
+    settings = load_settings()
+    yield replace(settings, state_dir=state, redis_url=redis_url, feast_project=project,
+                  serving=replace(settings.serving, model_dir="", max_request_rows=50, max_wait_ms=1.0))
+    delete_project_keys(redis_url, project)

@@ -9,9 +9,12 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from catalog.asset import CATALOG_KEY, catalog_asset
 from featurestack.settings import load_settings
+
+pytestmark = pytest.mark.integration
 
 
 VELOCITY_INT = ["txn_count_1h", "txn_count_24h", "txn_count_7d", "distinct_merchants_24h"]

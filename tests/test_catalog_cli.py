@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from catalog.snapshot import catalog_dir, write_snapshot
-from test_catalog_snapshot import build_small_catalog
+from catalog_support import build_small_catalog
+
+pytestmark = pytest.mark.integration
 
 FEATURESTACK = [sys.executable, "-m", "featurestack.cli"]
 

@@ -21,6 +21,8 @@ from featurestack.feast_repo import load_repo_contents
 from serving.redis_layout import encode_value, feature_field, redis_key, serialize_entity_key
 from validations.online import consistency, offline_latest_sample
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def defs(platform):

@@ -20,7 +20,7 @@ from featurestack.redis_server import feast_connection_string, project_keys, red
 from serving.online_writer import publish_latest
 from serving.redis_layout import ViewLayout
 
-pytestmark = pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")), reason="needs redis-server and redis-cli")
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")), reason="needs redis-server and redis-cli")]
 
 VIEW = "user_stats"
 FEATURES = (("txn_count", "int64"), ("amount_mean", "double"), ("top_merchant", "string"), ("is_new", "bool"))

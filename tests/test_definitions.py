@@ -14,6 +14,8 @@ from assets.partitions import daily_partitions
 from featurestack.feast_repo import load_repo_contents
 from featurestack.settings import PROJECT_ROOT, load_settings
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def definitions() -> dg.Definitions:

@@ -15,6 +15,8 @@ import yaml
 
 from featurestack.settings import PROJECT_ROOT
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 K8S_DIR = PROJECT_ROOT / "infra" / "k8s"
 OVERLAYS = sorted(path.name for path in (K8S_DIR / "overlays").iterdir() if (path / "kustomization.yaml").exists())
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")

@@ -17,6 +17,8 @@ from featurestack.settings import load_settings
 from serving.online_writer import publish_latest
 from serving.redis_layout import ViewLayout
 
+pytestmark = pytest.mark.integration
+
 SECRET = f"s3cret-{uuid.uuid4().hex[:12]}"
 LAYOUT = ViewLayout("acl_view", (("user_id", "int64"),), (("score", "double"),))
 

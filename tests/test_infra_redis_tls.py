@@ -29,6 +29,8 @@ from serving.online_writer import publish_latest
 from serving.redis_layout import ViewLayout
 from serving.resp import send_packed
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 LAYOUT = ViewLayout("tls_view", (("user_id", "int64"),), (("txn_count", "int64"), ("score", "double")))
 REFS = ["tls_view:score", "tls_view:txn_count"]
 ENTITIES = 5_000  # replies of many TLS records (16 KiB each): the reader's raw recv_into loops over them

@@ -21,7 +21,9 @@ import redis
 
 from featurestack import lake
 from featurestack.redis_server import project_keys
-from tests.conftest import delete_project_keys, platform_environment
+from support import delete_project_keys, platform_environment
+
+pytestmark = pytest.mark.integration
 
 DAYS = 2
 TRANSACTIONS_PER_DAY = 400

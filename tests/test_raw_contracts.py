@@ -9,6 +9,8 @@ from pyspark.sql import functions as F
 
 from pipelines.raw import CHARGEBACKS, QUARANTINE_REASON, TRANSACTIONS, SchemaDriftError, split_valid_and_quarantined
 
+pytestmark = pytest.mark.integration
+
 DAY = date(2026, 11, 2)
 
 

@@ -38,6 +38,8 @@ from serving.redis_layout import (
     timestamp_field,
 )
 
+pytestmark = pytest.mark.integration
+
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 VIEW = "user_stats"
 FEATURES = (("txn_count", "int64"), ("amount_mean", "double"), ("top_merchant", "string"), ("is_new", "bool"))

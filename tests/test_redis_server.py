@@ -8,6 +8,8 @@ import redis
 
 from featurestack.redis_server import RedisUnavailableError, answers, ensure_redis, feast_connection_string, start_own_redis
 
+pytestmark = pytest.mark.integration
+
 
 def test_feast_connection_string_carries_db_password_and_tls():
     assert feast_connection_string("redis://127.0.0.1:6380/3") == "127.0.0.1:6380,db=3"

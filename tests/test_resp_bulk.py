@@ -15,6 +15,8 @@ import pytest
 from featurestack.settings import PROJECT_ROOT
 from serving import resp_bulk
 
+pytestmark = pytest.mark.unit
+
 GUARD = 0xAA
 
 

@@ -6,13 +6,16 @@ import subprocess
 import uuid
 
 import dagster as dg
+import pytest
 import redis
 
 from featurestack.platform_run import print_summary, run_platform
 from featurestack.settings import load_settings
 from pipelines.generator import generate
 from featurestack.redis_server import free_port
-from tests.conftest import platform_environment
+from support import platform_environment
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_run_with_a_redis_password_leaks_it_nowhere(tmp_path, capsys, spark):

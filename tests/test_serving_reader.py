@@ -16,6 +16,8 @@ from featurestack.redis_server import free_port, project_keys
 from serving.online_reader import OnlineFeatureReader, decode_numeric_column, online_store_client
 from serving.redis_layout import encode_value, layout_from_feature_view
 
+pytestmark = pytest.mark.integration
+
 NOW = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
 ACCT_FEATURES = ("txn_count", "amount_mean", "small", "ratio", "flag")
 SHOP_FEATURES = ("risk", "age_days")

@@ -6,6 +6,8 @@ import pytest
 
 from featurestack.settings import load_settings
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(("name", "value"), [("FEATURESTACK_REDIS_WRITE_MODE", "restore"), ("REDIS_TYPE", "sentinel"),
                                              ("FEATURESTACK_OFFLINE_PROFILE", "dask")])

@@ -17,6 +17,8 @@ from featurestack.feast_repo import open_store
 from serving.predictor import Predictor
 from training.train import labelled_transactions, training_set, view_fingerprint
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
 
 

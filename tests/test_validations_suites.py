@@ -11,6 +11,8 @@ import pytest
 from validations.runner import SuiteParams, validate
 from validations.suites import SUITE_MODULES
 
+pytestmark = pytest.mark.unit
+
 DAY = date(2026, 11, 2)
 
 

@@ -21,7 +21,9 @@ import pytest
 
 from featurestack.settings import PROJECT_ROOT
 from featurestack.redis_server import free_port
-from tests.conftest import delete_project_keys, platform_environment
+from support import delete_project_keys, platform_environment
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RUN_TIMEOUT_S = 600  # a busy 2-core machine: each step is a process that imports Dagster, Feast and Spark
 
