@@ -21,10 +21,10 @@ import warnings
 import dagster as dg
 
 from assets.resources import PlatformResource
-from featurestack.feast_repo import SLA_TAG, sla_hours
-from featurestack.settings import Settings
+from core.feast_repo import SLA_TAG, sla_hours
+from core.settings import Settings
 from pipelines.registry import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES
-from serving.redis_layout import ViewLayout, layout_from_feature_view
+from onlinestore.redis_layout import ViewLayout, layout_from_feature_view
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureView

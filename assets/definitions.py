@@ -16,8 +16,8 @@ from assets.resources import build_resources
 from assets.sensors import alert_on_failed_checks, alert_on_failed_runs, freshness_sensor
 from assets.training import training_assets
 from catalog.asset import CATALOG_KEY, catalog_asset
-from featurestack.feast_repo import load_repo_contents
-from featurestack.settings import Settings, load_settings
+from core.feast_repo import load_repo_contents
+from core.settings import Settings, load_settings
 from pipelines.registry import RAW_PARTITIONED_TABLES
 
 SETUP_JOB = "platform_setup"

@@ -21,9 +21,9 @@ from assets.resources import PlatformResource
 from pipelines.offline_store import read_partitions, write_partition
 from pipelines.registry import RAW_PARTITIONED_TABLES, FeaturePipeline, load_pipeline
 from pipelines.schema import check_output_schema, spark_type
-from serving.online_writer import publish_latest, read_offline_latest
-from serving.redis_layout import layout_from_feature_view
-from serving.spark_publish import publish_latest_spark, read_offline_latest_spark
+from onlinestore.online_writer import publish_latest, read_offline_latest
+from onlinestore.redis_layout import layout_from_feature_view
+from onlinestore.spark_publish import publish_latest_spark, read_offline_latest_spark
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureView

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from assets.checks import ONLINE_FRESHNESS_CHECK
-from featurestack.feast_repo import sla_hours
+from core.feast_repo import sla_hours
 
 if TYPE_CHECKING:
     from feast import FeatureView

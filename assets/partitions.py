@@ -4,7 +4,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
-from featurestack.settings import Settings
+from core.settings import Settings
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:

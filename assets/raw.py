@@ -8,7 +8,7 @@ from dagster_pyspark import LazyPySparkResource
 
 from assets.partitions import partition_date
 from assets.resources import PlatformResource
-from featurestack.lake import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES, partition_dir
+from core.lake import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES, partition_dir
 from pipelines.offline_store import write_partition, write_table
 from pipelines.raw import CONTRACTS, QUARANTINE_REASON, RawContract, split_valid_and_quarantined
 

@@ -9,9 +9,9 @@ import redis
 from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
 
-from featurestack.feast_repo import open_store
-from featurestack.redis_server import RedisEndpoint, ensure_redis, redis_client
-from featurestack.settings import Settings, load_settings
+from core.feast_repo import open_store
+from core.redis_server import RedisEndpoint, ensure_redis, redis_client
+from core.settings import Settings, load_settings
 from pipelines.spark import spark_conf
 
 if TYPE_CHECKING:

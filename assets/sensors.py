@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from featurestack.settings import load_settings
+from core.settings import load_settings
 
 FRESHNESS_SENSOR_INTERVAL_S = 600
 logger = logging.getLogger("featurestack.alerts")

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurestack.lake import partition_dir
+from core.lake import partition_dir
 
 TS = pa.timestamp("us", tz="UTC")
 START = date(2026, 10, 1)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.data import BenchData
-from featurestack.lake import partition_dates, partition_dir
+from core.lake import partition_dates, partition_dir
 
 VIEWS = {"user_velocity": ["user_id", "event_timestamp"], "merchant_risk": ["merchant_id"]}
 

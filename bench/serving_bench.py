@@ -51,7 +51,7 @@ def write_model(side, model_dir: str) -> dict:
     import torch
 
     from core.artifacts import ModelManifest, ViewPin
-    from serving.online_reader import OnlineFeatureReader
+    from onlinestore.online_reader import OnlineFeatureReader
     from training.features import REQUEST_FEATURES, model_inputs
     from training.model import FraudMLP, save_numpy_weights
     from training.train import view_fingerprint
@@ -202,7 +202,7 @@ def _feast_executable() -> str:
 
 
 def _free_port(taken: set[int]) -> int:
-    from featurestack.redis_server import free_port
+    from core.redis_server import free_port
 
     port = free_port()
     while port in taken:
@@ -211,7 +211,7 @@ def _free_port(taken: set[int]) -> int:
 
 
 def start_feast_server(config: dict, work_dir: Path, taken: set[int]) -> Server:
-    from featurestack.redis_server import feast_connection_string
+    from core.redis_server import feast_connection_string
 
     repo = work_dir / "feast_serve_repo"
     repo.mkdir(parents=True, exist_ok=True)

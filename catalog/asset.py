@@ -11,8 +11,8 @@ CATALOG_KEY = dg.AssetKey("catalog")
 
 
 def _view_names() -> list[str]:
-    from featurestack.feast_repo import load_repo_contents
-    from featurestack.settings import load_settings
+    from core.feast_repo import load_repo_contents
+    from core.settings import load_settings
 
     return sorted(view.name for view in load_repo_contents(load_settings()).feature_views)
 
@@ -33,7 +33,7 @@ def catalog_asset(view_names: "list[str] | None" = None) -> dg.AssetsDefinition:
     )
     def catalog(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from catalog.snapshot import publish
-        from featurestack.settings import load_settings
+        from core.settings import load_settings
 
         settings = load_settings()
         snapshot, path = publish(settings, instance=context.instance)

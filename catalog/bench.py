@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from catalog.stats import compute_table_stats
-from featurestack.lake import PARTITION_FILES_GLOB, partition_dir
+from core.lake import PARTITION_FILES_GLOB, partition_dir
 
 INT_FEATURES = {"txn_count_1h": 1.2, "txn_count_24h": 4.0, "txn_count_7d": 20.0, "distinct_merchants_24h": 3.0}
 FLOAT_FEATURES = ["amount_sum_1h", "amount_sum_24h", "amount_sum_7d", "amount_mean_7d", "seconds_since_prev_txn"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from core.artifacts import MANIFEST_FILE, ModelManifest, latest_promoted
-from featurestack.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 
 PIPELINES_DIR = PROJECT_ROOT / "pipelines"
 

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from catalog.lineage import PIPELINES_DIR, CatalogModel, build_lineage, load_models, pipeline_info
 from catalog.stats import compute_table_stats, has_partitions
-from featurestack.feast_repo import SLA_TAG, sla_hours
+from core.feast_repo import SLA_TAG, sla_hours
 
 if TYPE_CHECKING:
     import dagster as dg
 
-    from featurestack.settings import Settings
+    from core.settings import Settings
 
 SNAPSHOT_VERSION = 2  # 2: models are read as ModelManifests (version, promoted, feature_views)
 SNAPSHOT_FILE = "catalog.json"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from featurestack.lake import PARTITION_FILES_GLOB
+from core.lake import PARTITION_FILES_GLOB
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 DEFAULT_BINS = 20

@@ -10,7 +10,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from featurestack.settings import FEATURE_REPO_DIR, PROJECT_ROOT, load_settings
+from core.settings import FEATURE_REPO_DIR, PROJECT_ROOT, load_settings
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -35,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from featurestack.redis_server import ensure_redis
+    from core.redis_server import ensure_redis
     from training.train import train
 
     settings = load_settings()
@@ -74,8 +74,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _resolved_environment() -> dict[str, str]:
     """The environment a child process (dagster, feast) needs to see what featurestack sees."""
-    from featurestack.feast_repo import export_feast_environment
-    from featurestack.redis_server import ensure_redis
+    from core.feast_repo import export_feast_environment
+    from core.redis_server import ensure_redis
 
     settings = load_settings()
     endpoint = ensure_redis(settings.redis_url, settings.state_dir)

@@ -12,12 +12,12 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from featurestack import lake
-from featurestack.redis_server import RedisEndpoint, ensure_redis, project_keys, redis_client
-from featurestack.settings import PROJECT_ROOT, Settings, load_settings
+from core import lake
+from core.redis_server import RedisEndpoint, ensure_redis, project_keys, redis_client
+from core.settings import PROJECT_ROOT, Settings, load_settings
 
 FINGERPRINT_TAG = "featurestack/fingerprint"
-CODE_DIRS = ("pipelines", "assets", "feature_repo", "serving", "featurestack")
+CODE_DIRS = ("core", "onlinestore", "pipelines", "assets", "feature_repo", "serving", "featurestack")
 # The full event log is in the Dagster instance (and the UI); the terminal gets warnings only.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -86,7 +86,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     selected = landed[:days] if days else landed
 
     from assets.definitions import CATALOG_JOB, DAILY_JOB, SETUP_JOB, build_definitions
-    from featurestack.feast_repo import load_repo_contents
+    from core.feast_repo import load_repo_contents
     from pipelines.registry import history_days, load_pipeline
 
     # Redis may have been restarted empty (it keeps nothing on disk): then nothing counts as done.
@@ -123,7 +123,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
 
 
 def print_summary(outcome: RunOutcome) -> None:
-    from featurestack.feast_repo import load_repo_contents, open_store
+    from core.feast_repo import load_repo_contents, open_store
 
     settings = outcome.settings
     print()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from featurestack import lake
-from featurestack.redis_server import DEFAULT_LOCAL_URL, answers, project_keys, redact_url, redis_client
-from featurestack.settings import Settings
+from core import lake
+from core.redis_server import DEFAULT_LOCAL_URL, answers, project_keys, redact_url, redis_client
+from core.settings import Settings
 
 
 def _redis_url_in_use(settings: Settings) -> str | None:

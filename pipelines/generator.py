@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from featurestack.lake import partition_dir
+from core.lake import partition_dir
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import MapType
 
-from featurestack.lake import partition_dir
+from core.lake import partition_dir
 
 PART_FILE = "part-00000.parquet"
 STAGING_DIR = "_staging"

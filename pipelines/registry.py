@@ -14,7 +14,7 @@ from datetime import date
 
 from pyspark.sql import DataFrame
 
-from featurestack.lake import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES
+from core.lake import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES
 
 
 @dataclass(frozen=True)

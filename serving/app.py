@@ -23,10 +23,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from featurestack.redis_server import ensure_redis
-from featurestack.settings import Settings, load_settings
+from core.redis_server import ensure_redis
+from core.settings import Settings, load_settings
 from serving.batching import MicroBatcher, Overloaded
-from serving.online_reader import online_store_client
+from onlinestore.online_reader import online_store_client
 from serving.predictor import Predictor, resolve_model_dir
 
 PositiveAmount = Annotated[float, Field(gt=0, allow_inf_nan=False)]

@@ -9,9 +9,9 @@ import numpy as np
 import redis
 
 from core.artifacts import ModelManifest, latest_promoted
-from featurestack.settings import Settings
-from serving.online_reader import OnlineFeatureReader, OnlineFeatures
-from serving.redis_layout import ViewLayout
+from core.settings import Settings
+from onlinestore.online_reader import OnlineFeatureReader, OnlineFeatures
+from onlinestore.redis_layout import ViewLayout
 from serving.runner import load_runner
 from training.features import model_inputs
 

@@ -14,7 +14,7 @@ import pytest
 from catalog.definitions import parse_feast_repo
 from catalog.snapshot import build_snapshot
 from core.artifacts import ModelManifest, ViewPin, artifact_dir, promote
-from featurestack.settings import load_settings
+from core.settings import load_settings
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 DAYS = ["2026-11-18", "2026-11-19", "2026-11-20"]

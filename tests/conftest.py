@@ -8,7 +8,7 @@ import pytest
 from pipelines.spark import build_spark_session
 
 from core.artifacts import promote
-from featurestack.settings import load_settings
+from core.settings import load_settings
 from serving_support import publish_online_data, write_model
 from support import PLATFORM_DAYS, PLATFORM_TRANSACTIONS_PER_DAY, delete_project_keys, platform_environment
 
@@ -34,7 +34,7 @@ def spark():
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
     """The Redis the platform would pick (REDIS_URL, 127.0.0.1:6379, or one started for the session)."""
-    from featurestack.redis_server import ensure_redis
+    from core.redis_server import ensure_redis
 
     return ensure_redis(os.environ.get("REDIS_URL", ""), tmp_path_factory.mktemp("redis-state")).url
 
@@ -43,7 +43,7 @@ def redis_url(tmp_path_factory) -> str:
 def platform(tmp_path_factory, redis_url, spark):
     """The whole platform run once for the session on 3 generated days, under its own Feast project."""
     from featurestack.platform_run import run_platform
-    from featurestack.settings import load_settings
+    from core.settings import load_settings
     from pipelines.generator import generate
 
     project = f"fs_e2e_{uuid.uuid4().hex[:8]}"

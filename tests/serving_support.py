@@ -16,10 +16,10 @@ import redis
 import torch
 
 from core.artifacts import ModelManifest, ViewPin
-from featurestack.redis_server import free_port
-from featurestack.settings import PROJECT_ROOT
-from serving.online_writer import publish_latest
-from serving.redis_layout import ViewLayout
+from core.redis_server import free_port
+from core.settings import PROJECT_ROOT
+from onlinestore.online_writer import publish_latest
+from onlinestore.redis_layout import ViewLayout
 from training.model import FraudMLP, save_numpy_weights
 
 USERS = ViewLayout("user_velocity", (("user_id", "int64"),), (("txn_count_1h", "int64"), ("amount_mean_7d", "double")))

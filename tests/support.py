@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import redis
 
-from featurestack.redis_server import project_keys
+from core.redis_server import project_keys
 
 PLATFORM_DAYS = 3
 PLATFORM_TRANSACTIONS_PER_DAY = 1500

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog.asset import CATALOG_KEY, catalog_asset
-from featurestack.settings import load_settings
+from core.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

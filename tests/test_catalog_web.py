@@ -16,7 +16,7 @@ import uvicorn
 
 from catalog.render import export_static
 from catalog.web import CatalogState, create_app
-from featurestack.redis_server import free_port
+from core.redis_server import free_port
 from catalog_support import build_small_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

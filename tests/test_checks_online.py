@@ -17,8 +17,8 @@ from assets.checks import CONSISTENCY_CHECK, ONLINE_FRESHNESS_CHECK, REFERENCE_T
 from assets.definitions import DAILY_JOB, build_definitions
 from assets.freshness import FRESHNESS_JOB
 from assets.sensors import alert_failed_checks
-from featurestack.feast_repo import load_repo_contents
-from serving.redis_layout import encode_value, feature_field, redis_key, serialize_entity_key
+from core.feast_repo import load_repo_contents
+from onlinestore.redis_layout import encode_value, feature_field, redis_key, serialize_entity_key
 from validations.online import consistency, offline_latest_sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

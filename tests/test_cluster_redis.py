@@ -16,9 +16,9 @@ import redis
 from redis.cluster import RedisCluster
 
 from cluster_support import OwnRedis, free_cluster_port
-from featurestack.redis_server import feast_connection_string, project_keys, redis_client
-from serving.online_writer import publish_latest
-from serving.redis_layout import ViewLayout
+from core.redis_server import feast_connection_string, project_keys, redis_client
+from onlinestore.online_writer import publish_latest
+from onlinestore.redis_layout import ViewLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")), reason="needs redis-server and redis-cli")]
 
@@ -128,7 +128,7 @@ def test_fast_reader_on_a_redis_cluster(cluster_nodes):
     client = redis_client(f"redis://{cluster_nodes[0]}/0", redis_type="redis_cluster")
     try:
         publish_latest(client, project, LAYOUT, _rows(range(50), NOW, "v1"))
-        from serving.online_reader import OnlineFeatureReader
+        from onlinestore.online_reader import OnlineFeatureReader
 
         numeric = ["txn_count", "amount_mean", "is_new"]
         reader = OnlineFeatureReader(client, project, [LAYOUT], [f"{VIEW}:{name}" for name in numeric])
@@ -195,7 +195,7 @@ def test_serving_app_reads_the_cluster_when_redis_type_is_redis_cluster(cluster_
     from fastapi.testclient import TestClient
 
     from core.artifacts import ModelManifest, ViewPin, artifact_dir, promote
-    from featurestack.settings import load_settings
+    from core.settings import load_settings
     from serving.app import create_app
     from training.model import FraudMLP, save_numpy_weights
 

@@ -11,7 +11,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from featurestack.feast_repo import apply_repo, export_feast_environment, open_store
+from core.feast_repo import apply_repo, export_feast_environment, open_store
 from featurestack.platform_run import run_platform
 from support import PLATFORM_DAYS as DAYS
 

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from featurestack.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

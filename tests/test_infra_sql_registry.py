@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from featurestack.feast_repo import apply_repo, open_store
-from featurestack.settings import FEATURE_REPO_DIR, load_settings
+from core.feast_repo import apply_repo, open_store
+from core.settings import FEATURE_REPO_DIR, load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from featurestack import lake
-from featurestack.redis_server import project_keys
+from core import lake
+from core.redis_server import project_keys
 from support import delete_project_keys, platform_environment
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def _snapshot(url: str, project: str) -> dict[bytes, dict[bytes, bytes]]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, redis_url, spark):
     from assets.definitions import DAILY_JOB, SETUP_JOB, build_definitions
-    from featurestack.settings import load_settings
+    from core.settings import load_settings
     from pipelines.generator import generate
 
     project = f"fs_quar_{uuid.uuid4().hex[:8]}"

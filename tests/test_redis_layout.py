@@ -1,4 +1,4 @@
-"""serving.redis_layout / serving.online_writer against Feast's own encoder, reader and writer, on real Redis."""
+"""onlinestore.redis_layout / onlinestore.online_writer against Feast's own encoder, reader and writer, on real Redis."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from featurestack.redis_server import project_keys
-from serving.online_writer import latest_per_entity, publish_latest, read_offline_latest
-from serving.redis_layout import (
+from core.redis_server import project_keys
+from onlinestore.online_writer import latest_per_entity, publish_latest, read_offline_latest
+from onlinestore.redis_layout import (
     ViewLayout,
     decode_timestamp,
     decode_value,
@@ -85,7 +85,7 @@ def feast_store(tmp_path_factory, client):
     from feast.types import Bool, Float64, Int64, String
     from feast.value_type import ValueType
 
-    from featurestack.redis_server import feast_connection_string
+    from core.redis_server import feast_connection_string
 
     repo = tmp_path_factory.mktemp("feast_repo")
     data_dir = repo / "user_stats"
@@ -449,8 +449,8 @@ def test_a_user_without_restore_still_publishes(client, project):
 
 def _restore_payloads(project: str, layout: ViewLayout, rows: pa.Table) -> dict[bytes, bytes]:
     """{key: payload} of the RESTORE commands the writer builds for `rows` (rows it leaves to HSET absent)."""
-    from serving import resp_bulk
-    from serving.online_writer import _encode_batch
+    from onlinestore import resp_bulk
+    from onlinestore.online_writer import _encode_batch
 
     batch = _encode_batch(rows, project.encode(), layout, "event_timestamp")
     names = layout.feature_fields() + [layout.ts_field]
@@ -469,7 +469,7 @@ def own_redis(tmp_path_factory):
     """A redis-server of our own. `sanitize-dump-payload yes`: every RESTORE payload is verified entry by
     entry (the default checks only its header and checksum); `rdbcompression no`: DUMP returns the
     listpack as is (not LZF-compressed), comparable byte for byte with our payload."""
-    from featurestack.redis_server import answers, free_port
+    from core.redis_server import answers, free_port
 
     binary = shutil.which("redis-server")
     if binary is None:
@@ -492,7 +492,7 @@ def own_redis(tmp_path_factory):
 def _with_element_count(payload: bytes, delta: int) -> bytes:
     """The payload with its listpack's element count changed and its CRC64 recomputed (passes the
     checksum, fails a full verification)."""
-    from serving import resp_bulk
+    from onlinestore import resp_bulk
 
     length_size = {0: 1, 1: 2}.get(payload[1] >> 6, 5)
     count_at = 1 + length_size + 4

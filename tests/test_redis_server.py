@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import redis
 
-from featurestack.redis_server import RedisUnavailableError, answers, ensure_redis, feast_connection_string, start_own_redis
+from core.redis_server import RedisUnavailableError, answers, ensure_redis, feast_connection_string, start_own_redis
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The compiled RESP kernels (serving.resp_bulk) on their own: each returns TOO_SMALL rather than write
+"""The compiled RESP kernels (onlinestore.resp_bulk) on their own: each returns TOO_SMALL rather than write
 past a short buffer, and fills an exactly sized one. `make test` runs this file again with
 NUMBA_BOUNDSCHECK=1, where any index past an array's end raises instead of corrupting memory."""
 
@@ -12,8 +12,8 @@ import hiredis
 import numpy as np
 import pytest
 
-from featurestack.settings import PROJECT_ROOT
-from serving import resp_bulk
+from core.settings import PROJECT_ROOT
+from onlinestore import resp_bulk
 
 pytestmark = pytest.mark.unit
 

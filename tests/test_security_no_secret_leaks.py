@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from featurestack.platform_run import print_summary, run_platform
-from featurestack.settings import load_settings
+from core.settings import load_settings
 from pipelines.generator import generate
-from featurestack.redis_server import free_port
+from core.redis_server import free_port
 from support import platform_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,7 +17,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from core.artifacts import ModelManifest
-from featurestack.redis_server import free_port, start_own_redis
+from core.redis_server import free_port, start_own_redis
 from serving.app import create_app, online_store_client
 from serving.batching import MicroBatcher, Overloaded
 from serving.loadtest import run_load

@@ -178,7 +178,7 @@ def test_overload_is_refused_fast_and_the_server_recovers(overloadable_server, s
 
 def test_a_queue_bound_below_the_request_size_is_refused_at_start(monkeypatch):
     """Otherwise a full-size request would be answered "overloaded" forever, even by an idle server."""
-    from featurestack.settings import load_settings
+    from core.settings import load_settings
 
     monkeypatch.setenv("FEATURESTACK_SERVING_MAX_PENDING_ROWS", "100")
     monkeypatch.setenv("FEATURESTACK_SERVING_MAX_REQUEST_ROWS", "4096")

@@ -1,10 +1,10 @@
-"""featurestack.settings: the one reader of the environment refuses values it does not know, by name."""
+"""core.settings: the one reader of the environment refuses values it does not know, by name."""
 
 from __future__ import annotations
 
 import pytest
 
-from featurestack.settings import load_settings
+from core.settings import load_settings
 
 pytestmark = pytest.mark.unit
 

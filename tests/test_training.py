@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from core.artifacts import ModelManifest
-from featurestack.feast_repo import open_store
+from core.feast_repo import open_store
 from serving.predictor import Predictor
 from training.train import labelled_transactions, training_set, view_fingerprint
 
@@ -30,7 +30,7 @@ def tiny_store(tmp_path_factory, redis_url):
     from feast.types import Int64
     from feast.value_type import ValueType
 
-    from featurestack.redis_server import feast_connection_string
+    from core.redis_server import feast_connection_string
 
     repo = tmp_path_factory.mktemp("pit_repo")
     (repo / "counts" / "date=2026-11-02").mkdir(parents=True)

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from core.artifacts import ModelManifest, TrainingEvidence, ViewPin, artifact_dir, promote
-from featurestack.feast_repo import open_store
-from featurestack.settings import Settings
-from serving.redis_layout import layout_from_feature_view
+from core.feast_repo import open_store
+from core.settings import Settings
+from onlinestore.redis_layout import layout_from_feature_view
 from training.model import (
     REQUEST_FEATURES, WEIGHTS_FILE, FraudMLP, average_precision, model_inputs, pick_device, roc_auc, save_numpy_weights,
 )

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurestack.lake import partition_dir
+from core.lake import partition_dir
 from validations.runner import SuiteParams, read_table, validate
 
 DAY = date(2026, 11, 2)

@@ -1,6 +1,6 @@
 """Checks of the online store (Redis, Feast's layout) against the offline store: freshness of the
 `_ts:<view>` timestamps and online/offline consistency (training-serving skew). No Dagster, no Feast:
-the values are read with our codec of Feast's layout (serving.redis_layout).
+the values are read with our codec of Feast's layout (onlinestore.redis_layout).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import duckdb
 import pyarrow as pa
 import redis
 
-from featurestack.lake import PARTITION_FILES_GLOB, partition_date_of
-from serving.redis_layout import ViewLayout, decode_timestamp, decode_value, redis_key, serialize_entity_key
+from core.lake import PARTITION_FILES_GLOB, partition_date_of
+from onlinestore.redis_layout import ViewLayout, decode_timestamp, decode_value, redis_key, serialize_entity_key
 
 DEFAULT_SAMPLE = 200
 

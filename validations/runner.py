@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from featurestack.lake import partition_dir
+from core.lake import partition_dir
 from validations import import_great_expectations
 
 import_great_expectations()  # before anything imports GX (see there)
@@ -185,7 +185,7 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def previous_partition_rows(table_dir: Path, day: date) -> int | None:
     """Rows of the newest existing partition before `day` (from parquet footers)."""
-    from featurestack.lake import partition_dates, row_count
+    from core.lake import partition_dates, row_count
 
     earlier = [d for d in partition_dates(table_dir) if d < day]
     return row_count(partition_dir(table_dir, earlier[-1])) if earlier else None

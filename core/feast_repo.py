@@ -12,8 +12,8 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from featurestack.redis_server import feast_connection_string
-from featurestack.settings import FEATURE_REPO_DIR, Settings
+from core.redis_server import feast_connection_string
+from core.settings import FEATURE_REPO_DIR, Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore

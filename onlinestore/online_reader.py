@@ -19,10 +19,10 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from featurestack.redis_server import redis_client
-from serving.resp import StreamingConnection
-from serving.resp_bulk import DOUBLE, FLOAT, VARINT, decode_numeric_values, parse_hmget_replies, warm_up
-from serving.redis_layout import ViewLayout, feature_field, serialize_entity_key
+from core.redis_server import redis_client
+from onlinestore.resp import StreamingConnection
+from onlinestore.resp_bulk import DOUBLE, FLOAT, VARINT, decode_numeric_values, parse_hmget_replies, warm_up
+from onlinestore.redis_layout import ViewLayout, feature_field, serialize_entity_key
 
 _MAX_VALUE_BYTES = 11  # tag + up to a 10-byte varint (or 8 bytes of a double)
 _CELL_BYTES = 16  # room per value: a numeric Value, or a Timestamp (at most 12 bytes)
@@ -253,7 +253,7 @@ class OnlineFeatureReader:
 
 
 class _ReplyBuffer:
-    """Raw reply bytes of one streamed request, parsed by compiled code (serving.resp_bulk) straight into
+    """Raw reply bytes of one streamed request, parsed by compiled code (onlinestore.resp_bulk) straight into
     byte matrices: no Python object per reply or value."""
 
     def __init__(self, connection: StreamingConnection):

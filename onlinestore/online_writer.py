@@ -1,8 +1,8 @@
 """Publish the latest feature values per entity into Redis, in exactly Feast's online layout.
 
 Same hashes and same rules as Feast's RedisOnlineStore.online_write_batch, an order of magnitude
-faster: values are encoded column-wise with numpy (serving.redis_layout), each batch's commands are
-built by compiled code (serving.resp_bulk) as one RESP buffer and streamed on one connection, so there is
+faster: values are encoded column-wise with numpy (onlinestore.redis_layout), each batch's commands are
+built by compiled code (onlinestore.resp_bulk) as one RESP buffer and streamed on one connection, so there is
 no Python work per value and little per entity, and Redis never waits for Python.
 
 Feast's monotonic rule, mirrored here: a row is written only when no event timestamp is stored for the
@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from featurestack.lake import PARTITION_FILES_GLOB, partition_dir
-from featurestack.settings import REDIS_WRITE_MODES
-from serving.resp import StreamingConnection, raise_errors
-from serving.redis_layout import (
+from core.lake import PARTITION_FILES_GLOB, partition_dir
+from core.settings import REDIS_WRITE_MODES
+from onlinestore.resp import StreamingConnection, raise_errors
+from onlinestore.redis_layout import (
     Ragged,
     ViewLayout,
     concat_rows,
@@ -156,11 +156,11 @@ _INITIAL_BUFFER_BYTES = 1 << 20
 class _PipelinedPublisher:
     """Publishes batches over one streaming connection, keeping Redis busy while Python encodes:
     the timestamp probe of batch k+1 is sent before batch k's writes, and replies are read one batch
-    behind. New keys are RESTOREd from a ready-made hash (serving.resp_bulk), existing ones get HSET
+    behind. New keys are RESTOREd from a ready-made hash (onlinestore.resp_bulk), existing ones get HSET
     (every key when `restore` is False)."""
 
     def __init__(self, connection: StreamingConnection, layout: ViewLayout, key_ttl_seconds: int | None, restore: bool = True):
-        from serving import resp_bulk  # numba: compiled code, costly to import
+        from onlinestore import resp_bulk  # numba: compiled code, costly to import
 
         self._bulk = resp_bulk
         self._connection = connection
