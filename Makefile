@@ -29,9 +29,11 @@ demo: install
 	$(BIN)/featurestack generate --days $(DEMO_DAYS) --transactions-per-day $(DEMO_TRANSACTIONS_PER_DAY)
 	$(BIN)/featurestack run
 
-# Then the writer's compiled RESP kernels again with bounds checks (their own numba cache, so nothing
+# The package layers first (import-linter, [tool.importlinter] in pyproject.toml), then every test, then
+# the writer's compiled RESP kernels again with bounds checks (their own numba cache, so nothing
 # compiled without checks is reused): an overrun raises IndexError instead of corrupting memory.
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(VENV)/numba-cache-boundscheck $(BIN)/python -m pytest -q tests/test_resp_bulk.py tests/test_redis_layout.py
 
