@@ -5,7 +5,6 @@ its last successful run is skipped, which makes a second run quick and leaves th
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -14,7 +13,7 @@ import dagster as dg
 
 from core import lake
 from core.redis_server import RedisEndpoint, ensure_redis, project_keys, redis_client
-from core.settings import PROJECT_ROOT, Settings, load_settings
+from core.settings import PROJECT_ROOT, Settings
 
 FINGERPRINT_TAG = "featurestack/fingerprint"
 CODE_DIRS = ("core", "onlinestore", "pipelines", "assets", "feature_repo", "serving", "featurestack")
@@ -70,13 +69,11 @@ def _execute(instance, job: dg.JobDefinition, partition: str | None, fingerprint
 
 def run_platform(settings: Settings, days: int | None = None, force: bool = False) -> RunOutcome:
     started = time.perf_counter()
+    # The Dagster resources get these settings (build_definitions): with no REDIS_URL they find the same
+    # Redis by the same discovery, so nothing is exported into the environment.
     endpoint = ensure_redis(settings.redis_url, settings.state_dir)
-    # Dagster resources read the settings themselves: hand them the resolved Redis and instance home.
-    os.environ["REDIS_URL"] = endpoint.url
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    (settings.dagster_home / "dagster.yaml").touch()  # defaults: everything stored under DAGSTER_HOME
-    settings = load_settings()
+    (settings.dagster_home / "dagster.yaml").touch()  # defaults: everything stored under the instance home
     print(f"Redis: {endpoint.describe()}")
     print(f"Dagster instance: {settings.dagster_home}")
 
@@ -93,7 +90,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     if not _redis_holds_project(endpoint.url, settings.feast_project, settings.redis_type):
         force = True
     definitions = build_definitions(settings)
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
     outcome = RunOutcome(settings=settings, redis=endpoint, days=selected)
     code = lake.source_fingerprint([PROJECT_ROOT / name for name in CODE_DIRS])
     dimensions = lake.fingerprint([settings.landing_dir / table for table in lake.RAW_DIMENSION_TABLES])

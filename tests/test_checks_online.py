@@ -31,7 +31,7 @@ def defs(platform):
 
 @pytest.fixture(scope="module")
 def instance(platform):
-    return dg.DagsterInstance.get()  # the platform's persistent instance (DAGSTER_HOME set by the run)
+    return dg.DagsterInstance.from_config(str(platform.settings.dagster_home))  # the platform's persistent instance
 
 
 def _layout(settings, name):
