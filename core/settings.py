@@ -18,6 +18,7 @@ OFFLINE_PROFILES = ("local", "spark")
 # How the online writer writes: auto (a new key is RESTOREd from a ready-made hash, an existing one gets
 # HSET) or hset (HSET only: for a Redis-compatible server whose RESTORE payloads differ, or to compare).
 REDIS_WRITE_MODES = ("auto", "hset")
+REDIS_TYPES = ("redis", "redis_cluster")  # redis_cluster: REDIS_URL names one node, the others are discovered
 
 
 def _env(name: str, default: str) -> str:
@@ -125,8 +126,8 @@ def _registry_db_url(profile: str) -> str:
 
 def _redis_type() -> str:
     redis_type = _env("REDIS_TYPE", "redis")
-    if redis_type not in ("redis", "redis_cluster"):
-        raise ValueError(f"REDIS_TYPE must be redis or redis_cluster, got {redis_type!r}")
+    if redis_type not in REDIS_TYPES:
+        raise ValueError(f"REDIS_TYPE must be one of {REDIS_TYPES}, got {redis_type!r}")
     return redis_type
 
 
