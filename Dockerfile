@@ -14,6 +14,8 @@ COPY requirements.lock pyproject.toml README.md ./
 RUN uv pip sync --python /app/.venv/bin/python --no-cache requirements.lock \
  && uv pip install --python /app/.venv/bin/python --no-cache --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
  && uv pip install --python /app/.venv/bin/python --no-cache dagster-k8s==0.29.27 dagster-postgres==0.29.27
+COPY core core
+COPY onlinestore onlinestore
 COPY featurestack featurestack
 COPY pipelines pipelines
 COPY assets assets
@@ -26,7 +28,7 @@ COPY training training
 COPY feature_repo feature_repo
 COPY workspace.yaml ./
 RUN uv pip install --python /app/.venv/bin/python --no-cache --no-deps -e . \
- && /app/.venv/bin/python -m compileall -q featurestack pipelines assets serving validations catalog training
+ && /app/.venv/bin/python -m compileall -q core onlinestore featurestack pipelines assets serving validations catalog training
 
 FROM ${PYTHON_IMAGE}
 # Java 17 for Spark (driver here; executors run this same image on Kubernetes).

@@ -11,7 +11,7 @@ TORCH_VERSION := 2.13.0
 DEMO_DAYS ?= 4
 DEMO_TRANSACTIONS_PER_DAY ?= 20000
 
-.PHONY: install demo test dev status lock clean
+.PHONY: install demo test test-fast dev status lock clean
 
 install: $(INSTALLED)
 
@@ -29,8 +29,18 @@ demo: install
 	$(BIN)/featurestack generate --days $(DEMO_DAYS) --transactions-per-day $(DEMO_TRANSACTIONS_PER_DAY)
 	$(BIN)/featurestack run
 
+# The package layers first (import-linter, [tool.importlinter] in pyproject.toml), then every test, then
+# the writer's compiled RESP kernels again with bounds checks (their own numba cache, so nothing
+# compiled without checks is reused): an overrun raises IndexError instead of corrupting memory.
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(VENV)/numba-cache-boundscheck $(BIN)/python -m pytest -q tests/test_resp_bulk.py tests/test_redis_layout.py
+
+# The unit tier only (no services, no Spark/Feast/Dagster), for every change. Only the modules marked
+# unit are collected: importing the others (Feast, Dagster, Spark) would cost more than the tests.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "unit and not slow" $$(grep -l "^pytestmark = pytest.mark.unit$$" tests/test_*.py)
 
 # Feast's paths vs ours on the same generated data (issue 6); e.g. make bench BENCH_ARGS="--scale 10000000"
 .PHONY: bench

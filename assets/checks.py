@@ -21,9 +21,10 @@ import warnings
 import dagster as dg
 
 from assets.resources import PlatformResource
-from featurestack.settings import Settings
+from core.feast_repo import SLA_TAG, sla_hours
+from core.settings import Settings
 from pipelines.registry import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES
-from serving.redis_layout import ViewLayout, layout_from_feature_view
+from onlinestore.redis_layout import ViewLayout, layout_from_feature_view
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureView
@@ -34,7 +35,6 @@ SUITE_CHECK = "expectation_suite"
 CONSISTENCY_CHECK = "online_offline_consistency"
 ONLINE_FRESHNESS_CHECK = "online_freshness"
 REFERENCE_TIME_TAG = "featurestack/reference_time"
-SLA_TAG = "freshness_sla_hours"
 SAMPLE_ENTITIES = 200
 
 
@@ -118,10 +118,7 @@ def raw_suite_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCh
 
 
 def _sla(view: "FeatureView") -> timedelta:
-    raw = view.tags.get(SLA_TAG)
-    if raw is None:
-        raise ValueError(f"feature view {view.name} lacks the tag {SLA_TAG!r} (feature_repo/feature_views.py)")
-    return timedelta(hours=float(raw))
+    return timedelta(hours=sla_hours(view.name, view.tags))
 
 
 def view_layout(view: "FeatureView", entities: "list[Entity]") -> ViewLayout:

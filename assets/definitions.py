@@ -13,14 +13,12 @@ from assets.partitions import daily_partitions
 from assets.raw import raw_assets
 from assets.registry import feast_registry
 from assets.resources import build_resources
-from assets.sensors import (
-    alert_on_failed_checks, alert_on_failed_runs, automation_sensor, catalog_refresh_sensor, freshness_sensor,
-)
+from assets.sensors import alert_sensors, automation_sensor, catalog_refresh_sensor, freshness_sensor
 from assets.stream import stream_definitions
 from assets.training import training_assets
 from catalog.asset import CATALOG_KEY, catalog_asset
-from featurestack.feast_repo import load_repo_contents
-from featurestack.settings import Settings, load_settings
+from core.feast_repo import load_repo_contents
+from core.settings import Settings
 from pipelines.registry import RAW_PARTITIONED_TABLES
 
 SETUP_JOB = "platform_setup"
@@ -29,15 +27,14 @@ CATALOG_JOB = "refresh_catalog"
 TRAINING_JOB = "train_models"
 
 
-def build_definitions(settings: Settings | None = None) -> dg.Definitions:
-    settings = settings or load_settings()
+def build_definitions(settings: Settings) -> dg.Definitions:
     partitions_def = daily_partitions(settings)
     repo = load_repo_contents(settings)
     assets = [
         feast_registry,
         *raw_assets(partitions_def),
         *feature_view_assets(repo.feature_views, repo.entities, partitions_def),
-        catalog_asset([view.name for view in repo.feature_views]),
+        catalog_asset(settings, [view.name for view in repo.feature_views]),
         *training_assets(repo.feature_services),
     ]
     stream_assets, stream_checks, stream_jobs, stream_sensors = stream_definitions(repo.feature_views, repo.entities)
@@ -73,6 +70,6 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         # Each night, once the day is complete, run it end to end.
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=1, minute_of_hour=0)],
         sensors=[freshness_sensor(FRESHNESS_JOB), automation_sensor(), catalog_refresh_sensor(CATALOG_JOB),
-                 alert_on_failed_checks, alert_on_failed_runs, *stream_sensors],
+                 *alert_sensors(settings.webhook_url), *stream_sensors],
         resources=build_resources(settings),
     )

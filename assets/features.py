@@ -20,9 +20,10 @@ from assets.partitions import day_window, lookback_dates, partition_date
 from assets.resources import PlatformResource
 from pipelines.offline_store import read_partitions, write_partition
 from pipelines.registry import RAW_PARTITIONED_TABLES, FeaturePipeline, pipeline_for_view
-from serving.online_writer import publish_latest, read_offline_latest
-from serving.redis_layout import layout_from_feature_view
-from serving.spark_publish import publish_latest_spark, read_offline_latest_spark
+from pipelines.schema import check_output_schema, spark_type
+from onlinestore.online_writer import publish_latest, read_offline_latest
+from onlinestore.redis_layout import layout_from_feature_view
+from onlinestore.spark_publish import publish_latest_spark, read_offline_latest_spark
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureView
@@ -63,8 +64,19 @@ def _raw_deps(pipeline: FeaturePipeline) -> list[dg.AssetDep]:
     return deps
 
 
-def feature_table_asset(view: "FeatureView", join_keys: list[str], partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def output_schema(view: "FeatureView", join_key_types: dict[str, str]) -> dict[str, str]:
+    """Column -> Spark type the view's offline table holds: join keys, event timestamp, features."""
+    return {
+        **{key: spark_type(value_type, key) for key, value_type in join_key_types.items()},
+        view.batch_source.timestamp_field: "timestamp",
+        **{field.name: spark_type(str(field.dtype), field.name) for field in view.features},
+    }
+
+
+def feature_table_asset(view: "FeatureView", join_key_types: dict[str, str], partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    join_keys = list(join_key_types)
     pipeline = pipeline_for_view(view, join_keys)
+    expected = output_schema(view, join_key_types)
 
     @dg.asset(
         key=["features", view.name],
@@ -88,9 +100,9 @@ def feature_table_asset(view: "FeatureView", join_keys: list[str], partitions_de
             else spark.read.parquet(str(settings.raw_dir / table))
             for table, days_back in pipeline.inputs.items()
         }
-        written = write_partition(
-            pipeline.build(tables, day), settings.offline_dir / view.name, day, sort_by=[*join_keys, "event_timestamp"]
-        )
+        rows = pipeline.build(tables, day)
+        check_output_schema(rows, expected, f"pipelines/{pipeline.name}.py for feature view {view.name}")
+        written = write_partition(rows, settings.offline_dir / view.name, day, sort_by=[*join_keys, "event_timestamp"])
         return dg.MaterializeResult(metadata={
             "partition": day.isoformat(),
             "dagster/row_count": written.rows,
@@ -143,12 +155,13 @@ def online_publish_asset(view: "FeatureView", join_keys: list[str], partitions_d
         if settings.offline_profile == "spark":  # the executors write: a cluster spreads the encoding
             latest = read_offline_latest_spark(pyspark.spark_session, table_dir, join_keys, [day],
                                                created_column=created_column)
-            result = publish_latest_spark(latest, platform.redis_endpoint.url, settings.redis_type, settings.feast_project, layout)
+            result = publish_latest_spark(latest, platform.redis_endpoint.url, settings.redis_type, settings.feast_project, layout,
+                                          write_mode=settings.redis_write_mode)
         else:
             latest = read_offline_latest(table_dir, join_keys, dates=[day], created_column=created_column)
             client = platform.redis_client()
             try:
-                result = publish_latest(client, settings.feast_project, layout, latest)
+                result = publish_latest(client, settings.feast_project, layout, latest, write_mode=settings.redis_write_mode)
             finally:
                 client.close()
         # Record the interval as `feast materialize` would, so Feast tooling sees what is online.
@@ -170,9 +183,10 @@ def online_publish_asset(view: "FeatureView", join_keys: list[str], partitions_d
 def feature_view_assets(
     views: "list[FeatureView]", entities: "list[Entity]", partitions_def: dg.PartitionsDefinition
 ) -> list[dg.AssetsDefinition]:
-    join_key_of = {entity.name: entity.join_key for entity in entities}
+    entity_of = {entity.name: entity for entity in entities}
     assets = []
     for view in sorted(views, key=lambda v: v.name):
-        join_keys = [join_key_of[name] for name in view.entities]
-        assets += [feature_table_asset(view, join_keys, partitions_def), online_publish_asset(view, join_keys, partitions_def)]
+        join_key_types = {entity_of[name].join_key: entity_of[name].value_type.name for name in view.entities}
+        assets += [feature_table_asset(view, join_key_types, partitions_def),
+                   online_publish_asset(view, list(join_key_types), partitions_def)]
     return assets

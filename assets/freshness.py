@@ -20,18 +20,13 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from assets.checks import ONLINE_FRESHNESS_CHECK, SLA_TAG
+from assets.checks import ONLINE_FRESHNESS_CHECK
+from core.feast_repo import sla_hours
 
 if TYPE_CHECKING:
     from feast import FeatureView
 
 FRESHNESS_JOB = "freshness_checks"
-
-
-def sla_hours(view: "FeatureView") -> float:
-    if SLA_TAG not in view.tags:
-        raise ValueError(f"feature view {view.name} lacks the tag {SLA_TAG!r} (feature_repo/feature_views.py)")
-    return float(view.tags[SLA_TAG])
 
 
 def deadline_cron(hours: float) -> str:
@@ -41,7 +36,7 @@ def deadline_cron(hours: float) -> str:
 
 def freshness_policy(view: "FeatureView") -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.cron(
-        deadline_cron=deadline_cron(sla_hours(view)), lower_bound_delta=timedelta(days=1), timezone="UTC"
+        deadline_cron=deadline_cron(sla_hours(view.name, view.tags)), lower_bound_delta=timedelta(days=1), timezone="UTC"
     )
 
 
@@ -66,7 +61,7 @@ def apply_freshness_policies(assets: list, views: "list[FeatureView]") -> list:
 def partition_freshness_checks(views: "list[FeatureView]") -> list[dg.AssetChecksDefinition]:
     by_deadline: dict[str, list[dg.AssetKey]] = {}
     for view in sorted(views, key=lambda v: v.name):
-        by_deadline.setdefault(deadline_cron(sla_hours(view)), []).append(dg.AssetKey(["features", view.name]))
+        by_deadline.setdefault(deadline_cron(sla_hours(view.name, view.tags)), []).append(dg.AssetKey(["features", view.name]))
     checks = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

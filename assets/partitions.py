@@ -4,8 +4,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
-from featurestack import lake
-from featurestack.settings import Settings, utc_today
+from core import lake
+from core.settings import Settings, utc_today
 
 
 def first_partition_day(settings: Settings) -> date:

@@ -9,10 +9,10 @@ from dagster_pyspark import LazyPySparkResource
 
 from assets.partitions import partition_date
 from assets.resources import PlatformResource
+from core.lake import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES, partition_dir
 from pipelines.offline_store import write_partition, write_table
 from pipelines.contracts import Contract
 from pipelines.raw import CONTRACTS, QUARANTINE_REASON, UnreadableLandingFileError, read_landing, split_valid_and_quarantined
-from pipelines.registry import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def raw_asset(contract: Contract, partitions_def: dg.PartitionsDefinition | None
         day = partition_date(context) if partitions_def else None
         landing_path = settings.landing_dir / contract.table
         if day is not None:
-            landing_path = landing_path / f"date={day.isoformat()}"
+            landing_path = partition_dir(landing_path, day)
         if not landing_path.exists():
             raise FileNotFoundError(f"no landing data for {contract.table}: {landing_path} (run `featurestack generate`)")
         spark = pyspark.spark_session

@@ -8,8 +8,8 @@ import dagster as dg
 
 from assets.features import FEAST_REGISTRY_KEY
 from assets.resources import PlatformResource
-from featurestack.feast_repo import apply_repo
-from featurestack.settings import FEATURE_REPO_DIR
+from core.feast_repo import apply_repo
+from core.settings import FEATURE_REPO_DIR
 
 
 def feature_repo_fingerprint() -> str:

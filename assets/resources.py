@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -9,9 +11,9 @@ import redis
 from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
 
-from featurestack.feast_repo import open_store
-from featurestack.redis_server import RedisEndpoint, ensure_redis, redis_client
-from featurestack.settings import Settings, load_settings
+from core.feast_repo import open_store
+from core.redis_server import RedisEndpoint, ensure_redis, redis_client
+from core.settings import Settings
 from pipelines.spark import spark_conf
 
 if TYPE_CHECKING:
@@ -19,25 +21,63 @@ if TYPE_CHECKING:
 
 
 class PlatformResource(dg.ConfigurableResource):
-    """Where the lake lives, which Redis and which Feast project: all read from featurestack settings."""
+    """Where the lake lives, which Redis and which Feast project: Dagster config set at the edge (the code
+    location, `featurestack run`) from the settings read there; nothing here reads the environment.
+
+    Dagster keeps a resource's values in every run's job snapshot, so a value that may hold a password
+    (the Redis URL, the SQL registry URL) is never one of them: it is a dg.EnvVar naming the variable
+    the settings came from (Dagster reads it where the code runs), or empty (Redis: the local discovery)."""
+
+    state_dir: str
+    data_dir: str
+    feast_project: str
+    offline_profile: str
+    start_date: str
+    redis_type: str
+    redis_write_mode: str
+    spark_master: str
+    spark_driver_memory: str
+    spark_shuffle_partitions: int
+    spark_conf: dict[str, str]
+    redis_url: str = ""  # dg.EnvVar("REDIS_URL"), or empty: the local discovery
+    registry_db_url: str = ""  # dg.EnvVar("FEATURESTACK_REGISTRY_DB_URL"), or empty: the file registry
 
     _settings: Settings | None = PrivateAttr(default=None)
     _endpoint: RedisEndpoint | None = PrivateAttr(default=None)
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PlatformResource:
+        return cls(
+            state_dir=str(settings.state_dir), data_dir=str(settings.data_dir), feast_project=settings.feast_project,
+            offline_profile=settings.offline_profile, start_date=settings.start_date.isoformat(),
+            redis_url=dg.EnvVar("REDIS_URL") if settings.redis_url else "",
+            redis_type=settings.redis_type, redis_write_mode=settings.redis_write_mode,
+            registry_db_url=dg.EnvVar("FEATURESTACK_REGISTRY_DB_URL") if settings.registry_db_url else "",
+            spark_master=settings.spark_master, spark_driver_memory=settings.spark_driver_memory,
+            spark_shuffle_partitions=settings.spark_shuffle_partitions, spark_conf=dict(settings.spark_conf),
+        )
+
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings()
+            self._settings = Settings(
+                state_dir=Path(self.state_dir), data_dir=Path(self.data_dir), redis_url=self.redis_url,
+                feast_project=self.feast_project, offline_profile=self.offline_profile,
+                spark_master=self.spark_master, spark_driver_memory=self.spark_driver_memory,
+                spark_shuffle_partitions=self.spark_shuffle_partitions, spark_conf=dict(self.spark_conf),
+                start_date=date.fromisoformat(self.start_date), registry_db_url=self.registry_db_url,
+                redis_type=self.redis_type, redis_write_mode=self.redis_write_mode,
+            )
         return self._settings
 
     @property
     def redis_endpoint(self) -> RedisEndpoint:
         if self._endpoint is None:
-            self._endpoint = ensure_redis(self.settings.redis_url, self.settings.state_dir)
+            self._endpoint = ensure_redis(self.redis_url, Path(self.state_dir))
         return self._endpoint
 
     def redis_client(self) -> "redis.Redis | redis.cluster.RedisCluster":
-        return redis_client(self.redis_endpoint.url, self.settings.redis_type, socket_timeout=10, socket_connect_timeout=5)
+        return redis_client(self.redis_endpoint.url, self.redis_type, socket_timeout=10, socket_connect_timeout=5)
 
     def feature_store(self) -> FeatureStore:
         return open_store(self.settings, self.redis_endpoint.url)
@@ -45,7 +85,7 @@ class PlatformResource(dg.ConfigurableResource):
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
-        "platform": PlatformResource(),
+        "platform": PlatformResource.from_settings(settings),
         "pyspark": LazyPySparkResource(
             spark_config=spark_conf(
                 master=settings.spark_master,

@@ -16,8 +16,6 @@ from typing import Any
 
 import dagster as dg
 
-from featurestack.settings import load_settings
-
 FRESHNESS_SENSOR_INTERVAL_S = 600
 logger = logging.getLogger("featurestack.alerts")
 
@@ -40,9 +38,9 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, A
     return failures
 
 
-def send_alert(payload: dict[str, Any], webhook_url: str | None = None, timeout_s: float = 10.0) -> str:
+def send_alert(payload: dict[str, Any], webhook_url: str, timeout_s: float = 10.0) -> str:
     """POST `payload` as JSON to the webhook; log it when no webhook is configured. Returns where it went."""
-    url = webhook_url if webhook_url is not None else load_settings().webhook_url
+    url = webhook_url
     if not url:
         logger.warning("featurestack alert (FEATURESTACK_ALERT_WEBHOOK_URL unset): %s", json.dumps(payload, default=str))
         return "log"
@@ -54,7 +52,7 @@ def send_alert(payload: dict[str, Any], webhook_url: str | None = None, timeout_
     return url
 
 
-def alert_failed_checks(instance: dg.DagsterInstance, run: dg.DagsterRun, webhook_url: str | None = None) -> dict[str, Any] | None:
+def alert_failed_checks(instance: dg.DagsterInstance, run: dg.DagsterRun, webhook_url: str) -> dict[str, Any] | None:
     failures = failed_checks(instance, run.run_id)
     if not failures and run.status != dg.DagsterRunStatus.FAILURE:
         return None
@@ -72,20 +70,25 @@ def alert_failed_checks(instance: dg.DagsterInstance, run: dg.DagsterRun, webhoo
     return payload
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS, name="alert_on_failed_checks", default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Sends the failed asset checks of every finished run to the alert sink.",
-)
-def alert_on_failed_checks(context: dg.RunStatusSensorContext):
-    alert_failed_checks(context.instance, context.dagster_run)
+def alert_sensors(webhook_url: str) -> list[dg.SensorDefinition]:
+    """The sensors that send failed checks and failed runs to `webhook_url` (settings.webhook_url, read at
+    the edge; empty: the log)."""
 
+    @dg.run_status_sensor(
+        run_status=dg.DagsterRunStatus.SUCCESS, name="alert_on_failed_checks", default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Sends the failed asset checks of every finished run to the alert sink.",
+    )
+    def alert_on_failed_checks(context: dg.RunStatusSensorContext):
+        alert_failed_checks(context.instance, context.dagster_run, webhook_url)
 
-@dg.run_failure_sensor(
-    name="alert_on_failed_runs", default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Sends every failed run (a blocking check stopped it, an asset failed) to the alert sink.",
-)
-def alert_on_failed_runs(context: dg.RunFailureSensorContext):
-    alert_failed_checks(context.instance, context.dagster_run)
+    @dg.run_failure_sensor(
+        name="alert_on_failed_runs", default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Sends every failed run (a blocking check stopped it, an asset failed) to the alert sink.",
+    )
+    def alert_on_failed_runs(context: dg.RunFailureSensorContext):
+        alert_failed_checks(context.instance, context.dagster_run, webhook_url)
+
+    return [alert_on_failed_checks, alert_on_failed_runs]
 
 
 def freshness_sensor(job_name: str) -> dg.SensorDefinition:

@@ -14,7 +14,7 @@ import dagster as dg
 
 from assets.resources import PlatformResource
 from eventlog.redis_streams import RedisEventLog
-from featurestack.windows import VIEW_TAG_SOURCE, is_windowed
+from core.windows import VIEW_TAG_SOURCE, is_windowed
 from streaming.status import stream_status
 
 if TYPE_CHECKING:

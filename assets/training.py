@@ -22,16 +22,16 @@ def model_key(service_name: str) -> dg.AssetKey:
 
 def model_metadata(result: TrainingResult) -> dict:
     return {
-        **{name: round(value, 4) for name, value in result.manifest["metrics"].items()},
+        **{name: round(value, 4) for name, value in result.manifest.training.metrics.items()},
         "model_dir": dg.MetadataValue.path(str(result.model_dir)),
         "promoted": result.promoted,
-        "device": result.manifest["trained_on"],
+        "device": result.manifest.training.trained_on,
     }
 
 
 def metric_floor_check(result: TrainingResult, floor: float) -> dict:
     """The beats_metric_floor check's outcome, as AssetCheckResult/AssetCheckEvaluation arguments."""
-    test_roc_auc = result.manifest["metrics"]["test_roc_auc"]
+    test_roc_auc = result.manifest.training.metrics["test_roc_auc"]
     return {
         "check_name": METRIC_FLOOR_CHECK,
         "passed": result.promoted,
@@ -45,18 +45,18 @@ def record_training(instance: dg.DagsterInstance, result: TrainingResult) -> Non
     the training assets (the model's metrics as metadata, as the assets record them) and the
     model's metric-floor check, so the asset pages show it."""
     manifest = result.manifest
-    service = manifest["feature_service"]
-    source = {"recorded_by": "featurestack train", "model_version": manifest["version"]}
-    rows = manifest["rows"]
+    service = manifest.feature_service
+    source = {"recorded_by": "featurestack train", "model_version": manifest.version}
+    rows = manifest.training.rows
     instance.report_runless_asset_event(dg.AssetMaterialization(training_set_key(service), metadata={
         "dagster/row_count": rows["train"] + rows["test"],
         "positives": rows["train_positives"] + rows["test_positives"],
-        "training_window": dg.MetadataValue.json(manifest["training_window"]),
+        "training_window": dg.MetadataValue.json(manifest.training.training_window),
         **source,
     }))
     instance.report_runless_asset_event(dg.AssetMaterialization(model_key(service), metadata={**model_metadata(result), **source}))
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=model_key(service), **metric_floor_check(result, manifest["metric_floor"]["test_roc_auc"]),
+        asset_key=model_key(service), **metric_floor_check(result, manifest.training.metric_floor["test_roc_auc"]),
     ))
 
 

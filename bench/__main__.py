@@ -165,7 +165,7 @@ def bench_online(args, data, feast: Worker, ours: Worker) -> dict:
         f"online read p50: {args.online_rows} entities x {features} features (fraud_detection_v1)",
         "get_online_features", [{"seconds": p50["feast"]}], [{"seconds": p50["ours"]}], identical,
         feast_p99_s=round(p99["feast"], 5), ours_p99_s=round(p99["ours"], 5), calls_per_side=len(latencies["ours"]),
-        reader="serving/online_reader.py OnlineFeatureReader", target="ours p50 <= 5 ms and ratio >= 25", target_met=None,
+        reader="onlinestore/online_reader.py OnlineFeatureReader", target="ours p50 <= 5 ms and ratio >= 25", target_met=None,
     )
     row["baseline_peak_mib"] = max(r["peak_mib"] for r in runs["feast"])
     row["ours_peak_mib"] = max(r["peak_mib"] for r in runs["ours"])
@@ -286,8 +286,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from featurestack.redis_server import ensure_redis, redact_url
-    from featurestack.settings import load_settings
+    from core.redis_server import ensure_redis, redact_url
+    from core.settings import load_settings
 
     settings = load_settings()
     state_dir = Path(args.state_dir or settings.state_dir / "bench").resolve()

@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.lake import partition_dir
+
 TS = pa.timestamp("us", tz="UTC")
 START = date(2026, 10, 1)
 DAYS = 14
@@ -68,7 +70,7 @@ def _write_partitioned(table: pa.Table, table_dir: Path, day_us: np.ndarray, sor
     for offset in range(DAYS):
         rows = np.flatnonzero(day_index == offset)
         part = table.take(pa.array(rows)).sort_by(sort_keys)
-        folder = table_dir / f"date={(START + timedelta(days=offset)).isoformat()}"
+        folder = partition_dir(table_dir, START + timedelta(days=offset))
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(part, folder / "part-00000.parquet", row_group_size=256_000)
 

@@ -17,13 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.data import BenchData
+from core.lake import partition_dates, partition_dir
 
 VIEWS = {"user_velocity": ["user_id", "event_timestamp"], "merchant_risk": ["merchant_id"]}
 
 
 def _days(data: BenchData) -> list[date]:
     landing = data.landing_dir / "transactions"
-    return sorted(date.fromisoformat(p.name.split("=", 1)[1]) for p in landing.glob("date=*"))
+    return partition_dates(landing)
 
 
 class SparkPipelines:
@@ -47,12 +48,12 @@ class SparkPipelines:
         shutil.rmtree(self.out, ignore_errors=True)
         started = time.perf_counter()
         # Partition pruning by path: only the days each pipeline needs.
-        velocity_days = [str(landing / "transactions" / f"date={d}") for d in days if d >= day - timedelta(days=7)]
-        risk_days = [f"date={d}" for d in days if d >= day - timedelta(days=30)]
+        velocity_days = [str(partition_dir(landing / "transactions", d)) for d in days if d >= day - timedelta(days=7)]
+        risk_days = [d for d in days if d >= day - timedelta(days=30)]
         transactions = self.spark.read.parquet(*velocity_days)
         build_user_velocity(transactions, day).write.mode("overwrite").parquet(str(self.out / "user_velocity"))
-        risk_tx = self.spark.read.parquet(*(str(landing / "transactions" / d) for d in risk_days))
-        chargebacks = self.spark.read.parquet(*(str(landing / "chargebacks" / d) for d in risk_days))
+        risk_tx = self.spark.read.parquet(*(str(partition_dir(landing / "transactions", d)) for d in risk_days))
+        chargebacks = self.spark.read.parquet(*(str(partition_dir(landing / "chargebacks", d)) for d in risk_days))
         merchants = self.spark.read.parquet(str(landing / "merchants"))
         build_merchant_risk(risk_tx, chargebacks, merchants, day).write.mode("overwrite").parquet(str(self.out / "merchant_risk"))
         return {"seconds": time.perf_counter() - started, "out": str(self.out)}
@@ -122,7 +123,7 @@ class DuckDBPipelines:
         started = time.perf_counter()
         day_start = datetime.combine(day, dtime(), tzinfo=timezone.utc)
         snapshot = day_start + timedelta(days=1) - timedelta(microseconds=1)
-        velocity_tx = [str(landing / "transactions" / f"date={d}" / "*.parquet") for d in days if d >= day - timedelta(days=7)]
+        velocity_tx = [str(partition_dir(landing / "transactions", d) / "*.parquet") for d in days if d >= day - timedelta(days=7)]
         risk = [d for d in days if d >= day - timedelta(days=30)]
         connection = duckdb.connect()
         try:
@@ -134,8 +135,8 @@ class DuckDBPipelines:
             connection.execute(
                 f"COPY ({MERCHANT_RISK_SQL}) TO '{self.out / 'merchant_risk' / 'part-0.parquet'}' (FORMAT parquet)",
                 {
-                    "tx": [str(landing / "transactions" / f"date={d}" / "*.parquet") for d in risk],
-                    "cb": [str(landing / "chargebacks" / f"date={d}" / "*.parquet") for d in risk],
+                    "tx": [str(partition_dir(landing / "transactions", d) / "*.parquet") for d in risk],
+                    "cb": [str(partition_dir(landing / "chargebacks", d) / "*.parquet") for d in risk],
                     "merchants": str(landing / "merchants" / "*.parquet"),
                     "window_start": snapshot - timedelta(days=30), "snapshot": snapshot, "day_start": day_start,
                 },

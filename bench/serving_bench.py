@@ -18,7 +18,6 @@ Before anything is timed, the features each server returns for a sample of entit
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import shutil
@@ -51,7 +50,8 @@ def write_model(side, model_dir: str) -> dict:
     benchmark's online features, weights untrained (the serving cost does not depend on them)."""
     import torch
 
-    from serving.online_reader import OnlineFeatureReader
+    from core.artifacts import ModelManifest, ViewPin
+    from onlinestore.online_reader import OnlineFeatureReader
     from training.features import REQUEST_FEATURES, model_inputs
     from training.model import FraudMLP, save_numpy_weights
     from training.train import view_fingerprint
@@ -76,19 +76,14 @@ def write_model(side, model_dir: str) -> dict:
     model.fit_scaler(torch.from_numpy(inputs))
     torch.save(model.state_dict(), path / "model.pt")
     save_numpy_weights(model, path / "weights.npz")
-    manifest = {
-        "model": "fraud_mlp", "version": MODEL_VERSION, "model_file": "model.pt", "weights_file": "weights.npz",
-        "project": project, "feature_service": SERVICE, "feature_refs": refs, "user_mean_feature": USER_MEAN_FEATURE,
-        "request_features": list(REQUEST_FEATURES), "n_inputs": int(inputs.shape[1]),
-        "feature_views": {
-            view: {"fingerprint": view_fingerprint(store.get_feature_view(view)),
-                   "join_keys": [list(pair) for pair in layouts[view].join_keys],
-                   "features": [list(pair) for pair in layouts[view].features]}
-            for view in views
-        },
-        "note": "benchmark artifact: FraudMLP with its scaler fitted on the benchmark's online features, weights untrained",
-    }
-    (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    ModelManifest(
+        model="fraud_mlp", version=MODEL_VERSION, project=project, feature_service=SERVICE, feature_refs=tuple(refs),
+        user_mean_feature=USER_MEAN_FEATURE, request_features=tuple(REQUEST_FEATURES), n_inputs=int(inputs.shape[1]),
+        feature_views={view: ViewPin(fingerprint=view_fingerprint(store.get_feature_view(view)),
+                                     join_keys=layouts[view].join_keys, features=layouts[view].features)
+                       for view in views},
+        note="benchmark artifact: FraudMLP with its scaler fitted on the benchmark's online features, weights untrained",
+    ).write(path)
     return {"model_dir": str(path), "features": len(refs), "n_inputs": int(inputs.shape[1])}
 
 
@@ -207,7 +202,7 @@ def _feast_executable() -> str:
 
 
 def _free_port(taken: set[int]) -> int:
-    from featurestack.redis_server import free_port
+    from core.redis_server import free_port
 
     port = free_port()
     while port in taken:
@@ -216,7 +211,7 @@ def _free_port(taken: set[int]) -> int:
 
 
 def start_feast_server(config: dict, work_dir: Path, taken: set[int]) -> Server:
-    from featurestack.redis_server import feast_connection_string
+    from core.redis_server import feast_connection_string
 
     repo = work_dir / "feast_serve_repo"
     repo.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,8 +82,8 @@ def bench_definitions(data: BenchData, source_kind: str):
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
     from feast.types import from_value_type
 
-    from featurestack.feast_repo import load_repo_contents
-    from featurestack.settings import load_settings
+    from core.feast_repo import load_repo_contents
+    from core.settings import load_settings
 
     contents = load_repo_contents(load_settings())
     entities = {entity.name: entity for entity in contents.entities}
@@ -115,7 +114,7 @@ def bench_definitions(data: BenchData, source_kind: str):
 def open_bench_store(config: dict, offline_store: dict, project: str, registry: str, batch_engine: dict | None = None):
     from feast import FeatureStore, RepoConfig
 
-    from featurestack.redis_server import feast_connection_string
+    from core.redis_server import feast_connection_string
 
     repo_config = RepoConfig(
         project=project,
@@ -292,7 +291,7 @@ class OurSide:
         """Register the benchmark repo (DuckDB profile) once; both sides open the same registry."""
         from featurestack.duckdb_offline_store import TYPE
 
-        import serving.resp_bulk  # noqa: F401  (load the compiled writer now, as Feast's side imported feast)
+        import onlinestore.resp_bulk  # noqa: F401  (load the compiled writer now, as Feast's side imported feast)
 
         entities, views, services = bench_definitions(self.data, "file")
         self.store = open_bench_store(self.config, {"type": TYPE}, self.config["project"], self.config["registry"])
@@ -300,14 +299,14 @@ class OurSide:
         return {"views": [v.name for v in views]}
 
     def _layouts(self) -> dict:
-        from serving.redis_layout import layout_from_feature_view
+        from onlinestore.redis_layout import layout_from_feature_view
 
         entity_types = {e.join_key: e.value_type for e in self.store.list_entities()}
         return {v.name: layout_from_feature_view(v, entity_types) for v in self.store.list_feature_views()}
 
     # publish ---------------------------------------------------------------------------------------
     def publish(self, view: str = PUBLISH_VIEW) -> dict:
-        from serving.online_writer import publish_latest, read_offline_latest
+        from onlinestore.online_writer import publish_latest, read_offline_latest
 
         registered = self.store.get_feature_view(view)
         layout = self._layouts()[view]
@@ -347,8 +346,8 @@ class OurSide:
         return {"seconds": seconds, "written": result.written}
 
     def _publish_spark(self, limit: int | None = None):
-        from serving.redis_layout import layout_from_feature_view
-        from serving.spark_publish import publish_latest_spark, read_offline_latest_spark
+        from onlinestore.redis_layout import layout_from_feature_view
+        from onlinestore.spark_publish import publish_latest_spark, read_offline_latest_spark
 
         registered = self.spark_store.get_feature_view(PUBLISH_VIEW)
         entity_types = {e.join_key: e.value_type for e in self.spark_store.list_entities()}
@@ -371,7 +370,7 @@ class OurSide:
 
     # online read -----------------------------------------------------------------------------------
     def online_setup(self) -> dict:
-        from serving.online_reader import OnlineFeatureReader
+        from onlinestore.online_reader import OnlineFeatureReader
 
         self.publish("merchant_risk")
         service = self.store.get_feature_service(SERVICE)

@@ -1,26 +1,23 @@
 """The catalog as a Dagster asset: after the feature tables and their online copies, write the
 snapshot (catalog.json) and the static HTML pages to <state>/catalog.
 
-Wire it in assets/definitions.py with `catalog_asset([view.name for view in views])`.
+Wire it in assets/definitions.py with `catalog_asset(settings, [view.name for view in views])`.
 """
 
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 CATALOG_KEY = dg.AssetKey("catalog")
 
 
-def _view_names() -> list[str]:
-    from featurestack.feast_repo import load_repo_contents
-    from featurestack.settings import load_settings
-
-    return sorted(view.name for view in load_repo_contents(load_settings()).feature_views)
-
-
-def catalog_asset(view_names: "list[str] | None" = None) -> dg.AssetsDefinition:
-    """Unpartitioned `catalog` asset depending on features/<view> and online/<view> of every view
-    (view_names defaults to those of feature_repo/)."""
-    names = sorted(view_names) if view_names is not None else _view_names()
+def catalog_asset(settings: "Settings", view_names: list[str]) -> dg.AssetsDefinition:
+    """Unpartitioned `catalog` asset depending on features/<view> and online/<view> of every view; it
+    builds the catalog of the platform `settings` describes."""
+    names = sorted(view_names)
     deps = [dg.AssetKey([layer, name]) for name in names for layer in ("features", "online")]
 
     @dg.asset(
@@ -33,9 +30,7 @@ def catalog_asset(view_names: "list[str] | None" = None) -> dg.AssetsDefinition:
     )
     def catalog(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from catalog.snapshot import publish
-        from featurestack.settings import load_settings
 
-        settings = load_settings()
         snapshot, path = publish(settings, instance=context.instance)
         views = snapshot["feature_views"]
         for error in snapshot["errors"]:

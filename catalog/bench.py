@@ -13,10 +13,11 @@ import os
 import statistics
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from catalog.stats import compute_table_stats
+from core.lake import PARTITION_FILES_GLOB, partition_dir
 
 INT_FEATURES = {"txn_count_1h": 1.2, "txn_count_24h": 4.0, "txn_count_7d": 20.0, "distinct_merchants_24h": 3.0}
 FLOAT_FEATURES = ["amount_sum_1h", "amount_sum_24h", "amount_sum_7d", "amount_mean_7d", "seconds_since_prev_txn"]
@@ -42,7 +43,7 @@ def generate(table_dir: Path, rows: int, days: int = 10, seed: int = 1) -> None:
             "amount_mean_7d": rng.lognormal(3.5, 0.5, n),
             "seconds_since_prev_txn": pa.array(np.where(rng.random(n) < 0.1, np.nan, rng.exponential(20_000, n)), from_pandas=True),
         }
-        path = table_dir / f"date={moment.date().isoformat()}"
+        path = partition_dir(table_dir, moment.date())
         path.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table(columns), path / "part-00000.parquet")
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="catalog-bench-") as scratch:
         table_dir = (args.dir or Path(scratch)) / "user_velocity"
-        if not any(table_dir.glob("date=*/*.parquet")):
+        if not any(table_dir.glob(PARTITION_FILES_GLOB)):
             started = time.perf_counter()
             generate(table_dir, args.rows)
             print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.1f} s under {table_dir}")

@@ -16,7 +16,7 @@ DUMMY_ENTITY_NAME = "__dummy"
 if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureView
 
-    from featurestack.settings import Settings
+    from core.settings import Settings
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -130,7 +130,7 @@ def registry_materializations(registry_path: Path, project: str) -> dict[str, li
 
 def load_definitions(settings: Settings) -> dict[str, Any]:
     """feature_repo/ (the source of truth) plus what the applied registry says was materialized."""
-    from featurestack.feast_repo import load_repo_contents
+    from core.feast_repo import load_repo_contents
 
     contents = load_repo_contents(settings)
     records = records_from_feast(contents.entities, contents.feature_views, contents.feature_services)

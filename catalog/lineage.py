@@ -2,18 +2,18 @@
 
 The pipeline of a view is its Feast tag `pipeline`; the raw tables it reads are the `inputs` of
 `PIPELINE` in pipelines/<name>.py, read from the module's source (no Spark import) and, only when
-not written as a literal there, by importing the module. Models are the manifests training writes
-under <state>/models/*/manifest.json (keys `feature_service` and `features`).
+not written as a literal there, by importing the module. Models are the promoted (else newest) model
+of each feature service, read as the ModelManifest training writes.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from featurestack.settings import PROJECT_ROOT
+from core.artifacts import MANIFEST_FILE, ModelManifest, latest_promoted
+from core.settings import PROJECT_ROOT
 
 PIPELINES_DIR = PROJECT_ROOT / "pipelines"
 
@@ -34,8 +34,8 @@ def _literal_inputs(source: str) -> dict[str, int] | None:
 
 def windowed_pipeline_info(view: dict[str, Any]) -> dict[str, Any] | None:
     """{name, module, inputs, windows} of a view whose features are windowed aggregations (derived
-    pipeline, featurestack/windows.py); None for any other view."""
-    from featurestack.windows import TAG_WINDOW, VIEW_TAG_SOURCE, days_covering, parse_window
+    pipeline, core/windows.py); None for any other view."""
+    from core.windows import TAG_WINDOW, VIEW_TAG_SOURCE, days_covering, parse_window
 
     source = view["tags"].get(VIEW_TAG_SOURCE)
     if not source:
@@ -67,51 +67,50 @@ def pipeline_info(name: str | None, pipelines_dir: Path = PIPELINES_DIR) -> dict
     return info
 
 
-def _manifest_features(raw: Any) -> list[dict[str, str]]:
-    """Manifest features as [{view, feature}]: accepts 'view:feature' strings, {view: [features]} and
-    [{view|feature_view, feature|name}] records."""
-    features: list[dict[str, str]] = []
-    if isinstance(raw, dict):
-        for view, names in raw.items():
-            features += [{"view": str(view), "feature": str(n)} for n in (names if isinstance(names, list) else [names])]
-    elif isinstance(raw, list):
-        for item in raw:
-            if isinstance(item, str):
-                separator = ":" if ":" in item else "__"  # Feast's reference or full feature name
-                view, sep, feature = item.partition(separator)
-                features.append({"view": view, "feature": feature} if sep else {"view": "", "feature": item})
-            elif isinstance(item, dict):
-                view = item.get("view") or item.get("feature_view") or ""
-                feature = item.get("feature") or item.get("name") or ""
-                features.append({"view": str(view), "feature": str(feature)})
-    return features
+class CatalogModel(TypedDict, total=False):
+    """A model as the catalog shows it."""
+
+    name: str
+    version: str
+    path: str
+    promoted: bool
+    feature_service: str | None
+    features: list[dict[str, str]]  # [{view, feature}]
+    feature_views: dict[str, str]  # view -> definition fingerprint it was trained on
+    metrics: dict[str, float] | None
+    uses: list[str]  # "view:feature", filled by the snapshot
+    error: str
 
 
-def load_models(models_dir: Path) -> list[dict[str, Any]]:
-    """Every readable model manifest under models_dir/*/manifest.json (unreadable ones with an error)."""
-    models = []
-    for path in sorted(models_dir.glob("*/manifest.json")) if models_dir.is_dir() else []:
-        record: dict[str, Any] = {"name": path.parent.name, "path": str(path)}
+def load_models(models_dir: Path) -> list[CatalogModel]:
+    """The promoted model of each feature service under models_dir, else its newest version (not
+    promoted); an unreadable manifest is listed with its error."""
+    models: list[CatalogModel] = []
+    for service_dir in sorted(p for p in models_dir.iterdir() if p.is_dir()) if models_dir.is_dir() else []:
+        promoted = latest_promoted(models_dir, service_dir.name)
+        versions = sorted(p for p in service_dir.iterdir() if (p / MANIFEST_FILE).is_file())
+        model_dir = promoted or (versions[-1] if versions else None)
+        if model_dir is None:
+            continue
+        record: CatalogModel = {"name": service_dir.name, "version": model_dir.name, "path": str(model_dir / MANIFEST_FILE),
+                                "promoted": promoted is not None, "feature_service": None, "features": []}
         try:
-            manifest = json.loads(path.read_text())
+            manifest = ModelManifest.read(model_dir)
+        except ValueError as exc:
+            record["error"] = str(exc)
+        else:
             record.update(
-                name=str(manifest.get("name") or manifest.get("model") or path.parent.name),
-                feature_service=manifest.get("feature_service"),
-                features=_manifest_features(manifest.get("features")),
-                feature_view_versions=manifest.get("feature_view_versions") or manifest.get("feature_views"),
-                created_at=manifest.get("created_at") or manifest.get("trained_at"),
-                metrics=manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else None,
+                name=manifest.model,
+                feature_service=manifest.feature_service,
+                features=[{"view": view, "feature": feature} for view, features in manifest.features_by_view.items() for feature in features],
+                feature_views={view: pin.fingerprint for view, pin in manifest.feature_views.items()},
+                metrics=manifest.training.metrics if manifest.training else None,
             )
-            if isinstance(record["feature_service"], dict):
-                record["feature_service"] = record["feature_service"].get("name")
-        except (OSError, ValueError, AttributeError) as exc:
-            record["error"] = f"unreadable manifest: {exc}"
-            record.setdefault("features", [])
         models.append(record)
     return models
 
 
-def build_lineage(views: list[dict[str, Any]], services: list[dict[str, Any]], models: list[dict[str, Any]]) -> dict[str, Any]:
+def build_lineage(views: list[dict[str, Any]], services: list[dict[str, Any]], models: list[CatalogModel]) -> dict[str, Any]:
     """A graph of typed nodes ({id, kind, name}) and edges ({source, target}) in flow order."""
     nodes: dict[str, dict[str, str]] = {}
     edges: list[dict[str, str]] = []

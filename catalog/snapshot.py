@@ -16,27 +16,43 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from catalog.lineage import PIPELINES_DIR, build_lineage, load_models, pipeline_info, windowed_pipeline_info
+from catalog.lineage import PIPELINES_DIR, CatalogModel, build_lineage, load_models, pipeline_info, windowed_pipeline_info
 from catalog.stats import compute_table_stats, has_partitions
+from core.feast_repo import SLA_TAG, sla_hours
 
 if TYPE_CHECKING:
     import dagster as dg
 
-    from featurestack.settings import Settings
+    from core.settings import Settings
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: models are read as ModelManifests (version, promoted, feature_views)
 SNAPSHOT_FILE = "catalog.json"
 _USE_SETTINGS = object()
 
 
+class CatalogSnapshot(TypedDict):
+    """catalog.json: everything the catalog web page, JSON API and CLI show."""
+
+    version: int
+    generated_at: str
+    project: str
+    offline_profile: str
+    registry: Any
+    dagster_home: str | None
+    entities: list[dict[str, Any]]
+    feature_views: list[dict[str, Any]]
+    feature_services: list[dict[str, Any]]
+    features: list[dict[str, Any]]
+    models: list[CatalogModel]
+    lineage: dict[str, Any]
+    errors: list[str]
+    build_seconds: float
+
+
 def catalog_dir(settings: Settings) -> Path:
     return settings.state_dir / "catalog"
-
-
-def models_dir(settings: Settings) -> Path:
-    return settings.state_dir / "models"
 
 
 def _parse(moment: str | None) -> datetime | None:
@@ -46,10 +62,11 @@ def _parse(moment: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _sla_hours(tags: dict[str, str]) -> float | None:
+def _sla_hours(view: dict[str, Any]) -> float | None:
+    """The view's SLA, or None when its tag is missing or unusable (shown as unknown freshness)."""
     try:
-        return float(tags["freshness_sla_hours"])
-    except (KeyError, ValueError):
+        return sla_hours(view["name"], view["tags"])
+    except ValueError:
         return None
 
 
@@ -58,7 +75,7 @@ def _freshness_of(newest: datetime | None, sla: float | None, now: datetime, wha
         return {"status": "unknown", "newest": None, "age_hours": None, "reason": f"no {what} data"}
     age = (now - newest).total_seconds() / 3600
     if sla is None:
-        return {"status": "unknown", "newest": newest.isoformat(), "age_hours": round(age, 2), "reason": "no freshness_sla_hours tag"}
+        return {"status": "unknown", "newest": newest.isoformat(), "age_hours": round(age, 2), "reason": f"no usable {SLA_TAG} tag"}
     status = "fresh" if age <= sla else "stale"
     return {"status": status, "newest": newest.isoformat(), "age_hours": round(age, 2),
             "reason": f"newest {what} value is {age:.1f} h old, SLA {sla:g} h"}
@@ -67,7 +84,7 @@ def _freshness_of(newest: datetime | None, sla: float | None, now: datetime, wha
 def _freshness(view: dict[str, Any], now: datetime) -> dict[str, Any]:
     """Offline: the newest event in the offline table. Online: the newest event of the latest
     partition published to Redis (Dagster's online/<view>, else the registry's materialization)."""
-    sla = _sla_hours(view["tags"])
+    sla = _sla_hours(view)
     partitions = {p["date"]: p for p in view["offline"]["partitions"]}
     offline_newest = max((_parse(p["newest_event"]) for p in partitions.values() if p["newest_event"]), default=None)
     offline = _freshness_of(offline_newest, sla, now, "offline")
@@ -148,7 +165,7 @@ def build_snapshot(
     instance: dg.DagsterInstance | None | object = _USE_SETTINGS,
     pipelines_dir: Path = PIPELINES_DIR,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> CatalogSnapshot:
     """Build the snapshot. `definitions` defaults to feature_repo/ (+ registry); `instance` to the
     platform's Dagster instance at settings.dagster_home (None: no Dagster status)."""
     started = time.perf_counter()
@@ -169,7 +186,7 @@ def build_snapshot(
 
     views = [dict(view) for view in definitions["feature_views"]]
     services = definitions["feature_services"]
-    models = load_models(models_dir(settings))
+    models = load_models(settings.models_dir)
 
     status: dict[str, Any] = {}
     if instance is not None:
@@ -227,7 +244,7 @@ def build_snapshot(
     for model in models:
         model["uses"] = [f"{v}:{f}" for v, f in model["uses"]]
 
-    return {
+    return CatalogSnapshot(**{
         "version": SNAPSHOT_VERSION,
         "generated_at": now.isoformat(),
         "project": settings.feast_project,
@@ -242,10 +259,10 @@ def build_snapshot(
         "lineage": build_lineage(views, services, models),
         "errors": errors,
         "build_seconds": round(time.perf_counter() - started, 3),
-    }
+    })
 
 
-def write_snapshot(snapshot: dict[str, Any], directory: Path) -> Path:
+def write_snapshot(snapshot: CatalogSnapshot, directory: Path) -> Path:
     """Write catalog.json atomically (readers never see half a file)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / SNAPSHOT_FILE
@@ -255,14 +272,16 @@ def write_snapshot(snapshot: dict[str, Any], directory: Path) -> Path:
     return path
 
 
-def read_snapshot(path: Path) -> dict[str, Any]:
+def read_snapshot(path: Path) -> CatalogSnapshot:
     snapshot = json.loads(path.read_text())
     if snapshot.get("version") != SNAPSHOT_VERSION:
         raise ValueError(f"{path}: catalog snapshot version {snapshot.get('version')!r}, expected {SNAPSHOT_VERSION} (rebuild it)")
+    if missing := sorted(set(CatalogSnapshot.__annotations__) - set(snapshot)):
+        raise ValueError(f"{path}: catalog snapshot lacks {missing} (rebuild it)")
     return snapshot
 
 
-def publish(settings: Settings, **build_kwargs: Any) -> tuple[dict[str, Any], Path]:
+def publish(settings: Settings, **build_kwargs: Any) -> tuple[CatalogSnapshot, Path]:
     """Build the snapshot and write catalog.json plus the static HTML pages into <state>/catalog."""
     from catalog.render import export_static
 

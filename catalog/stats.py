@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.lake import PARTITION_FILES_GLOB
+
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 DEFAULT_BINS = 20
 RESERVOIR = 65_536
@@ -34,11 +36,11 @@ class TableStats:
 
 
 def parquet_glob(table_dir: Path) -> str:
-    return str(table_dir / "date=*" / "*.parquet")
+    return str(table_dir / PARTITION_FILES_GLOB)
 
 
 def has_partitions(table_dir: Path) -> bool:
-    return table_dir.is_dir() and any(table_dir.glob("date=*/*.parquet"))
+    return table_dir.is_dir() and any(table_dir.glob(PARTITION_FILES_GLOB))
 
 
 def _quote(name: str) -> str:

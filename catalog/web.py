@@ -210,6 +210,6 @@ def create_app(state: CatalogState) -> FastAPI:
 
 
 def serve(state: CatalogState, host: str = "127.0.0.1", port: int = 8080) -> None:
-    from featurestack.shutdown import serve_http
+    from core.shutdown import serve_http
 
     serve_http(create_app(state), host=host, port=port, log_level="info")

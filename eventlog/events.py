@@ -12,7 +12,7 @@ from typing import Any
 
 import mmh3
 
-from featurestack.windows import WindowedView
+from core.windows import WindowedView
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from eventlog.redis_streams import EventLog, RedisEventLog
-from featurestack.settings import StreamSettings
+from core.settings import StreamSettings
 
 
 def open_event_log(stream: StreamSettings, client: redis.Redis, project: str, table: str, partition_key: str,

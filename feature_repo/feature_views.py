@@ -10,7 +10,7 @@ from feast import FeatureView, Field
 from feast.types import Float64, Int64
 
 from data_sources import merchant_risk_source, user_velocity_push_source
-from featurestack.windows import VIEW_TAG_EVENT_ID, VIEW_TAG_SOURCE, windowed_field
+from core.windows import VIEW_TAG_EVENT_ID, VIEW_TAG_SOURCE, windowed_field
 from entities import merchant, user
 
 OWNER = "risk-data@featurestack.dev"

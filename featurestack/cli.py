@@ -10,7 +10,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from featurestack.settings import FEATURE_REPO_DIR, PROJECT_ROOT, demo_start_date, load_settings
+from core.settings import FEATURE_REPO_DIR, PROJECT_ROOT, demo_start_date, load_settings
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -67,22 +67,22 @@ def _cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from featurestack.redis_server import ensure_redis
+    from core.redis_server import ensure_redis
     from training.train import train
 
     settings = load_settings()
     result = train(settings, ensure_redis(settings.redis_url, settings.state_dir).url, args.feature_service, epochs=args.epochs)
-    manifest = result.manifest
-    print(f"trained {manifest['model']} on {manifest['feature_service']} ({len(manifest['feature_refs'])} features) on {manifest['trained_on']}")
-    print(f"  window   train {manifest['training_window']['train']}  test {manifest['training_window']['test']}")
-    print(f"  rows     {manifest['rows']}")
-    for name, value in manifest["metrics"].items():
+    manifest, training = result.manifest, result.manifest.training
+    print(f"trained {manifest.model} on {manifest.feature_service} ({len(manifest.feature_refs)} features) on {training.trained_on}")
+    print(f"  window   train {training.training_window['train']}  test {training.training_window['test']}")
+    print(f"  rows     {training.rows}")
+    for name, value in training.metrics.items():
         print(f"  {name:<16} {value:.4f}")
     print(f"  artifact {result.model_dir}")
     _record_in_dagster(settings, result)
-    floor = manifest["metric_floor"]["test_roc_auc"]
+    floor = training.metric_floor["test_roc_auc"]
     if not result.promoted:
-        print(f"  NOT promoted: test_roc_auc below the floor {floor} of {manifest['feature_service']}; serving keeps the previous model")
+        print(f"  NOT promoted: test_roc_auc below the floor {floor} of {manifest.feature_service}; serving keeps the previous model")
         return 1
     print(f"  promoted: serving uses it (test_roc_auc >= floor {floor})")
     return 0
@@ -95,11 +95,11 @@ def _record_in_dagster(settings, result) -> None:
 
     with dg.DagsterInstance.from_config(str(_dagster_home(settings))) as instance:
         record_training(instance, result)
-    print(f"  recorded in Dagster ({settings.dagster_home}): training/{result.manifest['feature_service']}/training_set and /model")
+    print(f"  recorded in Dagster ({settings.dagster_home}): training/{result.manifest.feature_service}/training_set and /model")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from featurestack.shutdown import serve_http
+    from core.shutdown import serve_http
     from serving.app import create_app
 
     print(f"featurestack serving on http://{args.host}:{args.port} (/predict, /features, /readyz, /metrics)", file=sys.stderr)
@@ -111,9 +111,9 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     import logging
 
     from eventlog.logs import open_event_log
-    from featurestack.redis_server import ensure_redis
-    from featurestack.shutdown import stops_on_signals
-    from serving.online_reader import online_store_client
+    from core.redis_server import ensure_redis
+    from core.shutdown import stops_on_signals
+    from onlinestore.online_reader import online_store_client
     from streaming.processor import StreamProcessor, consumer_group
     from streaming.views import streamed_views
 
@@ -143,7 +143,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from featurestack.redis_server import ensure_redis
+    from core.redis_server import ensure_redis
     from featurestack.replay import print_report, replay_day
 
     settings = load_settings()
@@ -161,8 +161,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _resolved_environment() -> dict[str, str]:
     """The environment a child process (dagster, feast) needs to see what featurestack sees."""
-    from featurestack.feast_repo import export_feast_environment
-    from featurestack.redis_server import ensure_redis
+    from core.feast_repo import export_feast_environment
+    from core.redis_server import ensure_redis
 
     settings = load_settings()
     endpoint = ensure_redis(settings.redis_url, settings.state_dir)
@@ -206,7 +206,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _cmd_feast(args: argparse.Namespace) -> int:
-    from featurestack.feast_repo import write_feast_config
+    from core.feast_repo import write_feast_config
 
     env = _resolved_environment()
     config = write_feast_config(load_settings(), env["REDIS_URL"])

@@ -1,5 +1,5 @@
 """`featurestack dev`: `dagster dev` (webserver, daemon, code server, run workers) supervised, so that
-Ctrl-C or SIGTERM stops all of it within featurestack.shutdown.STOP_DEADLINE_S: the runs it launched
+Ctrl-C or SIGTERM stops all of it within core.shutdown.STOP_DEADLINE_S: the runs it launched
 and that are still in flight are cancelled (marked CANCELING, so their workers end them as canceled
 when interrupted; force-marked CANCELED if a worker had to be killed), then every process goes."""
 
@@ -10,7 +10,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from featurestack.shutdown import STOP_GRACE_S, end_child_processes, stops_on_signals
+from core.shutdown import STOP_GRACE_S, end_child_processes, stops_on_signals
 
 CANCEL_MESSAGE = "featurestack dev was stopped (SIGINT/SIGTERM): the run was cancelled"
 

@@ -139,7 +139,7 @@ def build_asof_sql(
     """SQL of the training set. Each view: name, glob, join_keys (feature column -> entity column),
     timestamp_field, created_timestamp_column (or None), ttl (timedelta or None), features [(column, alias)]."""
     ts = _quoted(timestamp_column)
-    ctes = [f"__entities AS (SELECT * FROM __featurestack_entity_df)"]  # with its row number column {_ROW}
+    ctes = ["__entities AS (SELECT * FROM __featurestack_entity_df)"]  # with its row number column {_ROW}
     joins, selected = [], [f"__entities.{_quoted(c)}" for c in entity_columns]
     for index, view in enumerate(views):
         alias = f"__fv{index}"

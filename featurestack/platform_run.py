@@ -10,7 +10,6 @@ publishes. The summary lists what failed and what was blocked, and why.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -18,13 +17,12 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from featurestack import lake
-from featurestack.redis_server import RedisEndpoint, ensure_redis, project_keys, record_redis_used, redis_client, redis_identity
-from featurestack.settings import PROJECT_ROOT, Settings, load_settings
+from core import lake
+from core.redis_server import RedisEndpoint, ensure_redis, project_keys, record_redis_used, redis_client, redis_identity
+from core.settings import PROJECT_ROOT, Settings
 
 FINGERPRINT_TAG = "featurestack/fingerprint"
-CODE_DIRS = ("pipelines", "assets", "feature_repo", "serving", "featurestack")
-LOOKBACK_DAYS = 30  # the longest window any pipeline reads
+CODE_DIRS = ("core", "onlinestore", "pipelines", "assets", "feature_repo", "serving", "featurestack")
 # The full event log is in the Dagster instance (and the UI); the terminal gets warnings only.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -162,13 +160,11 @@ def _execute(instance, job: dg.JobDefinition, graph, partition: str | None, fing
 def run_platform(settings: Settings, days: int | None = None, force: bool = False, only: Collection[date] | None = None) -> RunOutcome:
     """`only`: run just these of the landed days (and the setup before them)."""
     started = time.perf_counter()
+    # The Dagster resources get these settings (build_definitions): with no REDIS_URL they find the same
+    # Redis by the same discovery, so nothing is exported into the environment.
     endpoint = ensure_redis(settings.redis_url, settings.state_dir)
-    # Dagster resources read the settings themselves: hand them the resolved Redis and instance home.
-    os.environ["REDIS_URL"] = endpoint.url
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    (settings.dagster_home / "dagster.yaml").touch()  # defaults: everything stored under DAGSTER_HOME
-    settings = load_settings()
+    (settings.dagster_home / "dagster.yaml").touch()  # defaults: everything stored under the instance home
     print(f"Redis: {endpoint.describe()}")
     print(f"Dagster instance: {settings.dagster_home}")
 
@@ -180,16 +176,18 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
         selected = [day for day in selected if day in set(only)]
 
     from assets.definitions import CATALOG_JOB, DAILY_JOB, SETUP_JOB, build_definitions
+    from core.feast_repo import load_repo_contents
+    from pipelines.registry import history_days, pipeline_for_view
 
     # Redis may have been restarted empty (it keeps nothing on disk): then nothing counts as done.
     if not _redis_holds_project(endpoint.url, settings.feast_project, settings.redis_type):
         force = True
     definitions = build_definitions(settings)
     graph = definitions.resolve_asset_graph()
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
     outcome = RunOutcome(settings=settings, redis=endpoint, days=selected)
     code = lake.source_fingerprint([PROJECT_ROOT / name for name in CODE_DIRS])
-    dimensions = lake.fingerprint([settings.landing_dir / "users", settings.landing_dir / "merchants"])
+    dimensions = lake.fingerprint([settings.landing_dir / table for table in lake.RAW_DIMENSION_TABLES])
     # The Redis URL may carry a password: only a hash of it goes into the (visible) run tags.
     setup_fingerprint = f"{code}-{dimensions}-{redis_identity(endpoint.url)}"
     _execute(instance, definitions.resolve_job_def(SETUP_JOB), graph, None, setup_fingerprint, force, outcome)
@@ -198,11 +196,15 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     for day in [day for day in selected if day.isoformat() not in complete_days]:
         print(f"  daily_features[{day}]: the day is not over yet (UTC), left for the schedule")
     selected = outcome.days = [day for day in selected if day.isoformat() in complete_days]
+    # A day's result depends on the landed history its pipelines declare they read (their inputs).
+    repo = load_repo_contents(settings)
+    join_key_of = {entity.name: entity.join_key for entity in repo.entities}
+    lookback = history_days(pipeline_for_view(view, [join_key_of[name] for name in view.entities]) for view in repo.feature_views)
     for day in selected:
         history = [
-            settings.landing_dir / table / f"date={(day - timedelta(days=back)).isoformat()}"
-            for table in ("transactions", "chargebacks")
-            for back in range(LOOKBACK_DAYS + 1)
+            lake.partition_dir(settings.landing_dir / table, day - timedelta(days=back))
+            for table, days_back in lookback.items()
+            for back in range(days_back + 1)
         ]
         day_fingerprint = f"{setup_fingerprint}-{lake.fingerprint([path for path in history if path.exists()])}"
         _execute(instance, daily, graph, day.isoformat(), day_fingerprint, force, outcome)
@@ -214,7 +216,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
 
 
 def print_summary(outcome: RunOutcome) -> None:
-    from featurestack.feast_repo import load_repo_contents, open_store
+    from core.feast_repo import load_repo_contents, open_store
 
     settings = outcome.settings
     print()
@@ -246,7 +248,7 @@ def print_summary(outcome: RunOutcome) -> None:
     last_day = lake.partition_dates(settings.raw_dir / "transactions")[-1]
     import pyarrow.parquet as pq
 
-    last_day_rows = pq.read_table(settings.raw_dir / "transactions" / f"date={last_day.isoformat()}")
+    last_day_rows = pq.read_table(lake.partition_dir(settings.raw_dir / "transactions", last_day))
     last_txn = last_day_rows.slice(last_day_rows.num_rows - 1).to_pylist()[0]
     store = open_store(settings, outcome.redis.url)
     entity = {"user_id": last_txn["user_id"], "merchant_id": last_txn["merchant_id"]}

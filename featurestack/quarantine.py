@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from featurestack import lake
-from featurestack.settings import Settings
+from core import lake
+from core.settings import Settings
 from pipelines.contracts import CONTRACTS, QUARANTINE_REASON, REFERENTIAL_REASONS
 
 if TYPE_CHECKING:

@@ -16,11 +16,10 @@ mode `daily`: no stream: the online store stays as the nightly publish left it (
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -30,15 +29,16 @@ import pandas as pd
 import redis
 import uvicorn
 
+from core.artifacts import ModelManifest
+from core.lake import partition_dates
+from core.redis_server import free_port, project_keys
+from core.settings import Settings
 from eventlog.events import encode_record
 from eventlog.redis_streams import RedisEventLog
-from featurestack.lake import partition_dates
-from featurestack.redis_server import free_port, project_keys
-from featurestack.settings import Settings
-from serving.online_reader import online_store_client
-from serving.online_writer import publish_latest, read_offline_latest
-from serving.predictor import MANIFEST_FILE, resolve_model_dir
-from serving.redis_layout import ViewLayout
+from onlinestore.online_reader import online_store_client
+from onlinestore.online_writer import publish_latest, read_offline_latest
+from onlinestore.redis_layout import ViewLayout
+from serving.predictor import resolve_model_dir
 from streaming.processor import StreamProcessor
 from streaming.views import streamed_views
 
@@ -102,12 +102,12 @@ def _clear(client: redis.Redis, project: str) -> None:
 
 def _publish_as_of(settings: Settings, client: redis.Redis, project: str, manifest: dict, day: date) -> None:
     """Every view's latest offline row from before `day`, as the nightly publishes left the store."""
-    for view, spec in manifest["feature_views"].items():
+    for view, pin in manifest.feature_views.items():
         table_dir = settings.offline_dir / view
         before = [d.isoformat() for d in partition_dates(table_dir) if d < day]
         if not before:
             continue
-        layout = ViewLayout(view, tuple(map(tuple, spec["join_keys"])), tuple(map(tuple, spec["features"])))
+        layout = ViewLayout(view, pin.join_keys, pin.features)
         latest = read_offline_latest(table_dir, [key for key, _ in layout.join_keys], dates=before)
         publish_latest(client, project, layout, latest)
 
@@ -143,14 +143,14 @@ class _Server:
 
 
 def _training_vectors(settings: Settings, redis_url: str, manifest: dict, day_frame: pd.DataFrame) -> pd.DataFrame:
-    from featurestack.feast_repo import open_store
+    from core.feast_repo import open_store
 
     store = open_store(settings, redis_url)
     entities = day_frame[["txn_id", "user_id", "merchant_id", "amount"]].copy()
     entities["event_timestamp"] = day_frame["event_timestamp"] - pd.Timedelta(microseconds=1)
-    frame = store.get_historical_features(entity_df=entities, features=store.get_feature_service(manifest["feature_service"]),
+    frame = store.get_historical_features(entity_df=entities, features=store.get_feature_service(manifest.feature_service),
                                           full_feature_names=True).to_df()
-    refs = manifest["feature_refs"]
+    refs = list(manifest.feature_refs)
     return frame.rename(columns={ref.replace(":", "__"): ref for ref in refs}).set_index("txn_id")
 
 
@@ -178,7 +178,7 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
         raise ValueError(f"mode must be stream or daily, got {mode!r}")
     started = time.perf_counter()
     model_dir = resolve_model_dir(settings)
-    manifest = json.loads((Path(model_dir) / MANIFEST_FILE).read_text())
+    manifest = ModelManifest.read(Path(model_dir))
     days = partition_dates(settings.raw_dir / "transactions")
     day = day or days[-1]
     day_frame = _transactions(settings, [day])
@@ -228,7 +228,7 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
             processor_thread.join(timeout=30)
 
     training = _training_vectors(settings, redis_url, manifest, day_frame)
-    refs = manifest["feature_refs"]
+    refs = list(manifest.feature_refs)
     views = list(dict.fromkeys(ref.split(":")[0] for ref in refs))
     mismatched, by_view, examples = 0, dict.fromkeys(views, 0), []
     for row in served:
@@ -247,15 +247,15 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
     missing = np.column_stack([ordered[[r for r in refs if r.startswith(f"{v}:")]].isna().all(axis=1) for v in views])
     runner = load_runner(Path(model_dir), manifest, "cpu")
     training_scores = runner.probabilities(model_inputs(values, missing, ordered["amount"].to_numpy(np.float64),
-                                                        refs.index(manifest["user_mean_feature"])))
+                                                        refs.index(manifest.user_mean_feature)))
     served_auc, served_pr = _auc(labels, served_scores)
     training_auc, training_pr = _auc(labels, training_scores)
-    test_window = manifest.get("training_window", {}).get("test", [])
+    test_window = manifest.training.training_window["test"] if manifest.training else []
     client.close()
     return ReplayReport(
         day=day, mode=mode, transactions=len(served), mismatched=mismatched, mismatched_by_view=by_view,
         served_roc_auc=served_auc, training_vector_roc_auc=training_auc,
-        holdout_roc_auc=manifest["metrics"]["test_roc_auc"] if test_window == [str(day), str(day)] else None,
+        holdout_roc_auc=manifest.training.metrics["test_roc_auc"] if test_window == [str(day), str(day)] else None,
         served_pr_auc=served_pr, training_vector_pr_auc=training_pr,
         seconds=time.perf_counter() - started, examples=examples,
     )

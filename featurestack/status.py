@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from featurestack import lake
-from featurestack.redis_server import RedisEndpoint, find_redis, project_keys, redis_client, redis_identity, redis_used_last
-from featurestack.settings import Settings
+from core import lake
+from core.redis_server import RedisEndpoint, find_redis, project_keys, redis_client, redis_identity, redis_used_last
+from core.settings import Settings
 
 
 def _when(last_run: dict) -> str:

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.lake import partition_dir
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 USERS_SCHEMA = pa.schema([
@@ -240,9 +242,8 @@ def _write_table(table: pa.Table, path: Path) -> None:
 
 def _write_day(landing_dir: Path, population: _Population, day: date, transactions_per_day: int, seed: int) -> tuple[int, int]:
     """Write one day's transactions and chargebacks (slice by slice); return their row counts."""
-    partition = f"date={day.isoformat()}"
-    transactions_path = landing_dir / "transactions" / partition / "part-00000.parquet"
-    chargebacks_path = landing_dir / "chargebacks" / partition / "part-00000.parquet"
+    transactions_path = partition_dir(landing_dir / "transactions", day) / "part-00000.parquet"
+    chargebacks_path = partition_dir(landing_dir / "chargebacks", day) / "part-00000.parquet"
     for path in (transactions_path, chargebacks_path):
         path.parent.mkdir(parents=True, exist_ok=True)
 

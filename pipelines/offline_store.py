@@ -32,6 +32,8 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import MapType
 
+from core.lake import partition_dir
+
 PART_FILE = "part-00000.parquet"
 STAGING_DIR = "_staging"
 # Only where the staging folder is on another filesystem than the table is the new file copied into
@@ -46,10 +48,6 @@ class PartitionWrite:
     path: Path
     rows: int
     seconds: float
-
-
-def partition_dir(table_dir: Path, partition_date: date) -> Path:
-    return table_dir / f"date={partition_date.isoformat()}"
 
 
 def _total_order(df: DataFrame, sort_by: Sequence[str]) -> list[str]:

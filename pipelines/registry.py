@@ -1,6 +1,6 @@
 """How a feature view finds the Spark function that computes it.
 
-A view of windowed aggregations (featurestack/windows.py) gets a pipeline derived from them. Any other
+A view of windowed aggregations (core/windows.py) gets a pipeline derived from them. Any other
 feature view names its pipeline in its Feast tags (`pipeline: user_velocity`); the module
 `pipelines/<name>.py` exposes `PIPELINE`, a `FeaturePipeline` saying which raw tables it reads (and
 how many days back) and the pure DataFrame function that builds one daily partition.
@@ -9,14 +9,13 @@ how many days back) and the pure DataFrame function that builds one daily partit
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
 from pyspark.sql import DataFrame
 
-RAW_PARTITIONED_TABLES = ("transactions", "chargebacks")
-RAW_DIMENSION_TABLES = ("users", "merchants")
+from core.lake import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES
 
 
 @dataclass(frozen=True)
@@ -30,8 +29,8 @@ class FeaturePipeline:
 
 def pipeline_for_view(view, join_keys: list[str]) -> FeaturePipeline:
     """The pipeline of a Feast feature view: derived from its windowed aggregations when it declares them
-    (featurestack/windows.py), else the module its `pipeline` tag names."""
-    from featurestack.windows import WindowedView, is_windowed
+    (core/windows.py), else the module its `pipeline` tag names."""
+    from core.windows import WindowedView, is_windowed
 
     if is_windowed(view):
         from pipelines.windowed import windowed_pipeline
@@ -59,3 +58,14 @@ def _checked(pipeline: FeaturePipeline) -> FeaturePipeline:
     if unknown:
         raise LookupError(f"feature pipeline {name!r} reads unknown raw tables {sorted(unknown)}")
     return pipeline
+
+
+def history_days(pipelines: Iterable[FeaturePipeline]) -> dict[str, int]:
+    """Daily raw table -> the most days before a partition date any of `pipelines` reads: a partition
+    depends on exactly that much landed history."""
+    days: dict[str, int] = {}
+    for pipeline in pipelines:
+        for table, back in pipeline.inputs.items():
+            if table in RAW_PARTITIONED_TABLES:
+                days[table] = max(days.get(table, 0), back)
+    return days

@@ -1,7 +1,7 @@
-"""Trailing-window aggregations in Spark, derived from a view's declaration (featurestack/windows.py).
+"""Trailing-window aggregations in Spark, derived from a view's declaration (core/windows.py).
 
 The stream processor (streaming/aggregator.py) derives the same rows from the same declaration; see
-featurestack/windows.py for the semantics both follow.
+core/windows.py for the semantics both follow.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
-from featurestack.windows import WindowedFeature, WindowedView
+from core.windows import WindowedFeature, WindowedView
 from pipelines.registry import FeaturePipeline
 
 MICROS_PER_SECOND = 1_000_000

@@ -25,12 +25,12 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from core.redis_server import ensure_redis
+from core.settings import Settings, load_settings
 from eventlog.events import encode_record
 from eventlog.logs import open_event_log
-from featurestack.redis_server import ensure_redis
-from featurestack.settings import Settings, load_settings
 from serving.batching import MicroBatcher, Overloaded
-from serving.online_reader import online_store_client
+from onlinestore.online_reader import online_store_client
 from serving.predictor import Predictor, resolve_model_dir
 from serving.readiness import FeatureProbe
 from serving.schemas import (
@@ -191,7 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A configured REDIS_URL is used as is: if it is down the server still starts, /readyz says 503
         # until it answers. Without one, the local discovery (127.0.0.1:6379 or our own redis-server).
         url = settings.redis_url or ensure_redis("", settings.state_dir).url
-        client = online_store_client(url, serving.redis_timeout_s)
+        client = online_store_client(url, serving.redis_timeout_s, settings.redis_type)
         predictor = Predictor(resolve_model_dir(settings), client, serving.device, settings.feast_project)
         metrics.device.labels(device=predictor.device, runtime=predictor.runner.runtime, model_version=predictor.version).set(1)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -10,27 +9,24 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from featurestack.settings import Settings
-from serving.online_reader import OnlineFeatureReader, OnlineFeatures
-from serving.redis_layout import ViewLayout
+from core.artifacts import ModelManifest, latest_promoted
+from core.settings import Settings
+from onlinestore.online_reader import OnlineFeatureReader, OnlineFeatures
+from onlinestore.redis_layout import ViewLayout
 from serving.runner import load_runner
 from training.features import model_inputs
-
-MANIFEST_FILE = "manifest.json"
-LATEST_FILE = "LATEST"
 
 
 def resolve_model_dir(settings: Settings) -> Path:
     if settings.serving.model_dir:
         return Path(settings.serving.model_dir)
-    service_dir = settings.models_dir / settings.serving.feature_service
-    latest = service_dir / LATEST_FILE
-    if not latest.exists():
+    promoted = latest_promoted(settings.models_dir, settings.serving.feature_service)
+    if promoted is None:
         raise FileNotFoundError(
-            f"no trained model for {settings.serving.feature_service} under {service_dir}: run `featurestack train` "
+            f"no trained model for {settings.serving.feature_service} under {settings.models_dir}: run `featurestack train` "
             "or set FEATURESTACK_MODEL_DIR"
         )
-    return service_dir / latest.read_text().strip()
+    return promoted
 
 
 @dataclass(frozen=True)
@@ -46,19 +42,17 @@ class Predictor:
 
     def __init__(self, model_dir: Path, client: redis.Redis, device: str = "auto", project: str | None = None):
         """`project`: the Feast project whose online store to read (default: the one the model was trained in)."""
-        self.manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
-        layouts = [
-            ViewLayout(name=view, join_keys=tuple(map(tuple, spec["join_keys"])), features=tuple(map(tuple, spec["features"])),
-                       ttl=timedelta(seconds=spec["ttl_seconds"]) if spec.get("ttl_seconds") else None)
-            for view, spec in self.manifest["feature_views"].items()
-        ]
-        self.reader = OnlineFeatureReader(client, project or self.manifest["project"], layouts, self.manifest["feature_refs"])
+        self.manifest = ModelManifest.read(model_dir)
+        layouts = [ViewLayout(name=view, join_keys=pin.join_keys, features=pin.features,
+                              ttl=timedelta(seconds=pin.ttl_seconds) if pin.ttl_seconds else None)
+                   for view, pin in self.manifest.feature_views.items()]
+        self.reader = OnlineFeatureReader(client, project or self.manifest.project, layouts, list(self.manifest.feature_refs))
         self.runner = load_runner(model_dir, self.manifest, device)
-        self._user_mean_column = self.manifest["feature_refs"].index(self.manifest["user_mean_feature"])
+        self._user_mean_column = self.manifest.feature_refs.index(self.manifest.user_mean_feature)
 
     @property
     def version(self) -> str:
-        return self.manifest["version"]
+        return self.manifest.version
 
     @property
     def device(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import redis
 
-from serving.redis_layout import timestamp_field
+from onlinestore.redis_layout import timestamp_field
 
 SCAN_COUNT = 10_000  # keys examined per SCAN step
 STEPS_PER_PROBE = 10

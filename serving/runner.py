@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.artifacts import ModelManifest
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -71,15 +73,15 @@ class TorchMLP:
             return self._torch.sigmoid(logits).float().cpu().numpy()
 
 
-def load_runner(model_dir: Path, manifest: dict, device: str = "auto"):
+def load_runner(model_dir: Path, manifest: ModelManifest, device: str = "auto"):
     """`device`: auto (CUDA if present, else numpy on CPU), cpu (numpy; torch CPU if the artifact has no
     numpy weights), cuda (torch on CUDA, or fail)."""
     if device not in DEVICES:
         raise ValueError(f"FEATURESTACK_SERVING_DEVICE must be one of {DEVICES}, got {device!r}")
-    weights_file = model_dir / manifest.get("weights_file", "weights.npz")
+    weights_file = model_dir / manifest.weights_file
     wants_gpu = device == "cuda" or (device == "auto" and nvidia_driver_present())
     if wants_gpu or not weights_file.exists():
-        runner = TorchMLP(model_dir / manifest["model_file"], manifest["n_inputs"], device)
+        runner = TorchMLP(model_dir / manifest.model_file, manifest.n_inputs, device)
         if runner.device == "cuda" or not weights_file.exists():
             return runner
     with np.load(weights_file) as weights:

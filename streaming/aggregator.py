@@ -1,6 +1,6 @@
 """Trailing-window aggregations per entity, event by event, derived from a view's declaration.
 
-The twin of pipelines/windowed.py: the same declaration (featurestack/windows.py), the same semantics,
+The twin of pipelines/windowed.py: the same declaration (core/windows.py), the same semantics,
 the same floating-point order, so every row emitted here equals the Spark batch row of the same
 (entity, instant) value for value (tests/test_stream_equals_batch.py).
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventlog.events import Event
-from featurestack.windows import WindowedFeature, WindowedView
+from core.windows import WindowedFeature, WindowedView
 
 
 class Outcome(enum.Enum):

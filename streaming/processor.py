@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import redis
 
-from featurestack.windows import WindowedView
-from serving.online_writer import publish_latest
-from serving.redis_layout import ViewLayout
+from core.windows import WindowedView
 from eventlog.events import MalformedEvent, parse_event
 from eventlog.redis_streams import EventLog, RedisEventLog, log_prefix
+from onlinestore.online_writer import publish_latest
+from onlinestore.redis_layout import ViewLayout
 from streaming.aggregator import Outcome, Row, WindowAggregator
 
 log = logging.getLogger(__name__)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from featurestack.feast_repo import open_store
-from featurestack.settings import Settings
-from featurestack.windows import WindowedView, is_windowed
-from serving.redis_layout import ViewLayout, layout_from_feature_view
+from core.feast_repo import open_store
+from core.settings import Settings
+from core.windows import WindowedView, is_windowed
+from onlinestore.redis_layout import ViewLayout, layout_from_feature_view
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from featurestack.redis_server import free_port
+from core.redis_server import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SPARK_SCRIPT = PROJECT_ROOT / "infra" / "local" / "spark-standalone.sh"

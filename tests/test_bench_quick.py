@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parent.parent
 ROW_KEYS = {
     "work", "baseline", "baseline_median_s", "ours_median_s", "ratio", "identical",

@@ -9,9 +9,12 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from catalog.asset import CATALOG_KEY, catalog_asset
-from featurestack.settings import load_settings
+from core.settings import load_settings
+
+pytestmark = pytest.mark.integration
 
 
 VELOCITY_INT = ["txn_count_1h", "txn_count_24h", "txn_count_7d", "distinct_merchants_24h"]
@@ -28,13 +31,15 @@ def write_user_velocity(path, rows: int, newest: datetime) -> None:
 
 
 def test_catalog_asset_depends_on_every_feature_and_online_asset():
-    asset = catalog_asset(["user_velocity", "merchant_risk"])
+    asset = catalog_asset(load_settings(), ["user_velocity", "merchant_risk"])
     assert asset.key == CATALOG_KEY
     assert {key.to_user_string() for key in asset.dependency_keys} == {
         "features/user_velocity", "online/user_velocity", "features/merchant_risk", "online/merchant_risk"}
 
 
 def test_materializing_the_catalog_asset_writes_snapshot_and_pages(tmp_path, monkeypatch):
+    # Opening the Feast repo exports the settings into the environment (feature_repo/ reads them there):
+    # monkeypatch puts those variables back afterwards.
     monkeypatch.setenv("FEATURESTACK_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("FEATURESTACK_DATA_DIR", raising=False)
     settings = load_settings()
@@ -46,7 +51,7 @@ def test_materializing_the_catalog_asset_writes_snapshot_and_pages(tmp_path, mon
         asset_key=dg.AssetKey(["features", "user_velocity"]), check_name="user_velocity_suite", passed=False,
         partition=day.isoformat(), metadata={"unexpected": 3}))
 
-    result = dg.materialize([catalog_asset(["user_velocity", "merchant_risk"])], instance=instance)
+    result = dg.materialize([catalog_asset(settings, ["user_velocity", "merchant_risk"])], instance=instance)
 
     assert result.success
     metadata = result.asset_materializations_for_node("catalog")[0].metadata

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,20 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from catalog.snapshot import catalog_dir, write_snapshot
-from test_catalog_snapshot import build_small_catalog
+
+pytestmark = pytest.mark.integration
 
 FEATURESTACK = [sys.executable, "-m", "featurestack.cli"]
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        snapshot, settings = build_small_catalog(tmp_path_factory.mktemp("catalog-cli"), monkeypatch)
-    path = write_snapshot(snapshot, catalog_dir(settings))
-    env = {**os.environ, "FEATURESTACK_STATE_DIR": str(settings.state_dir)}
-    env.pop("FEATURESTACK_DATA_DIR", None)
-    return path, env
 
 
 def test_search_prints_matches_from_the_saved_snapshot(saved):

@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 from assets.sensors import catalog_refresh_sensor
 from catalog.snapshot import catalog_dir, read_snapshot, write_snapshot
 from catalog.web import CatalogState, create_app
-from test_catalog_snapshot import build_small_catalog
+from catalog_support import build_small_catalog
+
+pytestmark = pytest.mark.integration
 
 
 @dg.op

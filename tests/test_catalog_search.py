@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from catalog.search import rank_features, search_features, service_search_text, view_search_text
+
+pytestmark = pytest.mark.unit
 
 
 def _feature(view, name, description, view_description="", tags=None):

@@ -16,8 +16,10 @@ import uvicorn
 
 from catalog.render import export_static
 from catalog.web import CatalogState, create_app
-from featurestack.redis_server import free_port
-from test_catalog_snapshot import build_small_catalog
+from core.redis_server import free_port
+from catalog_support import build_small_catalog
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]

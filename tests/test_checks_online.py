@@ -17,9 +17,11 @@ from assets.checks import CONSISTENCY_CHECK, ONLINE_FRESHNESS_CHECK, REFERENCE_T
 from assets.definitions import DAILY_JOB, build_definitions
 from assets.freshness import FRESHNESS_JOB
 from assets.sensors import alert_failed_checks
-from featurestack.feast_repo import load_repo_contents
-from serving.redis_layout import encode_value, feature_field, redis_key, serialize_entity_key
+from core.feast_repo import load_repo_contents
+from onlinestore.redis_layout import encode_value, feature_field, redis_key, serialize_entity_key
 from validations.online import consistency, offline_latest_sample
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def defs(platform):
 
 @pytest.fixture(scope="module")
 def instance(platform):
-    return dg.DagsterInstance.get()  # the platform's persistent instance (DAGSTER_HOME set by the run)
+    return dg.DagsterInstance.from_config(str(platform.settings.dagster_home))  # the platform's persistent instance
 
 
 def _layout(settings, name):

@@ -1,5 +1,5 @@
 """`featurestack dev`, `serve` and `catalog` stop on Ctrl-C (SIGINT) and on SIGTERM within
-STOP_DEADLINE_S, cancel what is in flight, and leave no process behind (featurestack/shutdown.py)."""
+STOP_DEADLINE_S, cancel what is in flight, and leave no process behind (core/shutdown.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ import pytest
 import redis
 
 from assets.sensors import AUTOMATION_SENSOR
-from featurestack.redis_server import free_port
-from featurestack.settings import PROJECT_ROOT
-from featurestack.shutdown import STOP_DEADLINE_S
-from test_catalog_cli import saved  # noqa: F401  (fixture: a small saved catalog snapshot)
-from test_serving_app import running_server, serving_settings  # noqa: F401  (fixture and helper: a model + its features)
+from core.redis_server import free_port
+from core.settings import PROJECT_ROOT
+from core.shutdown import STOP_DEADLINE_S
+from serving_support import running_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FEATURESTACK = [sys.executable, "-m", "featurestack.cli"]
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
@@ -59,7 +60,7 @@ def _stop_and_check_nothing_is_left(process: subprocess.Popen, signum: int) -> i
 
 
 @pytest.mark.parametrize("signum", SIGNALS)
-def test_serve_stops_cleanly(serving_settings, signum):  # noqa: F811
+def test_serve_stops_cleanly(serving_settings, signum):
     environment = {**os.environ, "FEATURESTACK_STATE_DIR": str(serving_settings.state_dir), "REDIS_URL": serving_settings.redis_url,
                    "FEATURESTACK_FEAST_PROJECT": serving_settings.feast_project}
     environment.pop("FEATURESTACK_MODEL_DIR", None)
@@ -68,7 +69,7 @@ def test_serve_stops_cleanly(serving_settings, signum):  # noqa: F811
 
 
 @pytest.mark.parametrize("signum", SIGNALS)
-def test_catalog_stops_cleanly(saved, signum):  # noqa: F811
+def test_catalog_stops_cleanly(saved, signum):
     path, env = saved
     port = free_port()
     server = subprocess.Popen([*FEATURESTACK, "catalog", "--snapshot", str(path), "--port", str(port)], env=env,

@@ -16,11 +16,11 @@ import redis
 from redis.cluster import RedisCluster
 
 from cluster_support import OwnRedis, free_cluster_port
-from featurestack.redis_server import feast_connection_string, project_keys, redis_client
-from serving.online_writer import publish_latest
-from serving.redis_layout import ViewLayout
+from core.redis_server import feast_connection_string, project_keys, redis_client
+from onlinestore.online_writer import publish_latest
+from onlinestore.redis_layout import ViewLayout
 
-pytestmark = pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")), reason="needs redis-server and redis-cli")
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")), reason="needs redis-server and redis-cli")]
 
 VIEW = "user_stats"
 FEATURES = (("txn_count", "int64"), ("amount_mean", "double"), ("top_merchant", "string"), ("is_new", "bool"))
@@ -128,7 +128,7 @@ def test_fast_reader_on_a_redis_cluster(cluster_nodes):
     client = redis_client(f"redis://{cluster_nodes[0]}/0", redis_type="redis_cluster")
     try:
         publish_latest(client, project, LAYOUT, _rows(range(50), NOW, "v1"))
-        from serving.online_reader import OnlineFeatureReader
+        from onlinestore.online_reader import OnlineFeatureReader
 
         numeric = ["txn_count", "amount_mean", "is_new"]
         reader = OnlineFeatureReader(client, project, [LAYOUT], [f"{VIEW}:{name}" for name in numeric])
@@ -183,4 +183,62 @@ def test_project_keys_and_the_republish_probe_scan_every_primary(cluster_nodes):
             for key in [*node.scan_iter(match=b"*" + project.encode()), *node.scan_iter(match=b"*" + other)]:
                 node.delete(key)
             node.close()
+        client.close()
+
+
+def test_serving_app_reads_the_cluster_when_redis_type_is_redis_cluster(cluster_nodes, tmp_path):
+    """`featurestack serve` with REDIS_TYPE=redis_cluster: the app builds a cluster client (a plain
+    client on one node would get MOVED for most keys) and serves the values published to the cluster."""
+    from dataclasses import replace
+
+    import torch
+    from fastapi.testclient import TestClient
+
+    from core.artifacts import ModelManifest, ViewPin, artifact_dir, promote
+    from core.settings import load_settings
+    from serving.app import create_app
+    from training.model import FraudMLP, save_numpy_weights
+
+    project = f"fs_cluster_{uuid.uuid4().hex[:8]}"
+    url = f"redis://{cluster_nodes[0]}/0"
+    merchants = ViewLayout("merchant_stats", (("merchant_id", "int64"),), (("rate", "double"),))
+    refs = (f"{VIEW}:txn_count", f"{VIEW}:amount_mean", "merchant_stats:rate")
+    client = redis_client(url, redis_type="redis_cluster")
+    try:
+        publish_latest(client, project, LAYOUT, _rows(range(ENTITIES), NOW, "v1"))
+        publish_latest(client, project, merchants, pa.table({
+            "merchant_id": pa.array(range(20), pa.int64()), "rate": pa.array([m / 100 for m in range(20)], pa.float64()),
+            "event_timestamp": pa.array([NOW] * 20, pa.timestamp("us", tz="UTC"))}))
+        settings = load_settings()
+        manifest = ModelManifest(
+            model="fraud_mlp", version="cluster-v1", project=project, feature_service="fraud_detection_v1", feature_refs=refs,
+            request_features=("amount_log", "amount_to_user_mean_7d"), user_mean_feature=f"{VIEW}:amount_mean",
+            n_inputs=len(refs) + 2 + 2,
+            feature_views={layout.name: ViewPin("hand-made", layout.join_keys, layout.features) for layout in (LAYOUT, merchants)})
+        model_dir = artifact_dir(tmp_path / "models", manifest.feature_service, manifest.version)
+        model_dir.mkdir(parents=True)
+        model = FraudMLP(manifest.n_inputs)
+        torch.save(model.state_dict(), model_dir / manifest.model_file)
+        save_numpy_weights(model, model_dir / manifest.weights_file)
+        manifest.write(model_dir)
+        promote(tmp_path / "models", manifest)
+        settings = replace(settings, state_dir=tmp_path, redis_url=url, redis_type="redis_cluster", feast_project=project,
+                           serving=replace(settings.serving, model_dir="", device="cpu"))
+        with TestClient(create_app(settings)) as http:
+            assert http.get("/readyz").status_code == 200
+            entities = [{"user_id": u, "merchant_id": u % 20} for u in (1, 3, 7, 299)] + [{"user_id": 10_000, "merchant_id": 3}]
+            response = http.post("/features", json={"entities": entities})
+            assert response.status_code == 200, response.text
+            rows = response.json()["rows"]
+            assert [row["features"][refs[0]] for row in rows] == [3.0, 9.0, 21.0, 897.0, None]
+            assert [row["features"][refs[1]] for row in rows] == [0.25, 0.75, None, 74.75, None]
+            assert [row["features"][refs[2]] for row in rows] == [0.01, 0.03, 0.07, 0.19, 0.03]
+            assert rows[-1]["missing_views"] == [VIEW]
+            predicted = http.post("/predict", json={"transactions": [{**e, "amount": 12.0} for e in entities]})
+            assert predicted.status_code == 200 and len(predicted.json()["predictions"]) == len(entities)
+    finally:
+        for node in cluster_nodes:
+            node_client = redis.Redis.from_url(f"redis://{node}")
+            for key in node_client.scan_iter(match=b"*" + project.encode()):
+                node_client.delete(key)
         client.close()

@@ -17,6 +17,8 @@ import pytest
 from cluster_support import PROJECT_ROOT, SparkStandalone, run_pipelines
 from pipelines.generator import generate
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 START = date(2026, 11, 1)
 DAYS = [START + timedelta(days=offset) for offset in range(2)]
 

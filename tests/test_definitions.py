@@ -11,8 +11,10 @@ import pytest
 from assets.definitions import CATALOG_JOB, DAILY_JOB, SETUP_JOB, build_definitions
 from assets.features import feature_view_assets
 from assets.partitions import daily_partitions
-from featurestack.feast_repo import load_repo_contents
-from featurestack.settings import PROJECT_ROOT, load_settings
+from core.feast_repo import load_repo_contents
+from core.settings import PROJECT_ROOT, load_settings
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

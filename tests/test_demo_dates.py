@@ -3,12 +3,16 @@ partitions start at the first landed day, so a fresh `make demo` is fresh; tests
 
 from __future__ import annotations
 
+import pytest
+
 from datetime import date, timedelta
 
 from assets.partitions import daily_partitions
 from featurestack.cli import main
-from featurestack.settings import load_settings, utc_today
-from featurestack import lake
+from core.settings import load_settings, utc_today
+from core import lake
+
+pytestmark = pytest.mark.integration
 
 
 def test_generate_defaults_to_days_ending_yesterday_and_partitions_follow(tmp_path, monkeypatch, capsys):

@@ -11,9 +11,11 @@ import duckdb
 import pandas as pd
 import pytest
 
-from featurestack.feast_repo import apply_repo, export_feast_environment, open_store
+from core.feast_repo import apply_repo, export_feast_environment, open_store
 from featurestack.platform_run import run_platform
-from tests.conftest import PLATFORM_DAYS as DAYS
+from support import PLATFORM_DAYS as DAYS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _latest_offline(settings, view: str, join_key: str) -> pd.DataFrame:

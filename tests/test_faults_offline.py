@@ -13,9 +13,12 @@ from datetime import date
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 from pyspark.sql import functions as F
 
 from cluster_support import PROJECT_ROOT, WRITE_LOOP_ROWS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _wait_for(predicate, timeout_s: float, what: str) -> None:

@@ -16,9 +16,11 @@ import pytest
 import redis
 
 from cluster_support import OwnRedis, free_port
-from conftest import delete_project_keys
-from serving.online_writer import publish_latest, read_offline_latest
-from serving.redis_layout import ViewLayout, decode_timestamp, decode_value, feature_field, redis_key, serialize_entity_key
+from support import delete_project_keys
+from onlinestore.online_writer import publish_latest, read_offline_latest
+from onlinestore.redis_layout import ViewLayout, decode_timestamp, decode_value, feature_field, redis_key, serialize_entity_key
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 VIEW = "user_stats"
 LAYOUT = ViewLayout(VIEW, (("user_id", "int64"),), (("txn_count", "int64"), ("label", "string")))

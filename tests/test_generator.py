@@ -14,6 +14,8 @@ import pytest
 from pipelines import generator
 from pipelines.generator import GenerationSummary, generate
 
+pytestmark = pytest.mark.unit
+
 START = date(2026, 11, 1)
 TS = pa.timestamp("us", tz="UTC")
 

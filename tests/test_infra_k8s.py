@@ -13,7 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from featurestack.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 K8S_DIR = PROJECT_ROOT / "infra" / "k8s"
 OVERLAYS = sorted(path.name for path in (K8S_DIR / "overlays").iterdir() if (path / "kustomization.yaml").exists())

@@ -12,10 +12,12 @@ import pytest
 import redis
 
 from cluster_support import OwnRedis, free_port
-from featurestack.redis_server import ensure_redis, feast_connection_string, redact_url, redis_client
-from featurestack.settings import load_settings
-from serving.online_writer import publish_latest
-from serving.redis_layout import ViewLayout
+from core.redis_server import ensure_redis, feast_connection_string, redact_url, redis_client
+from core.settings import load_settings
+from onlinestore.online_writer import publish_latest
+from onlinestore.redis_layout import ViewLayout
+
+pytestmark = pytest.mark.integration
 
 SECRET = f"s3cret-{uuid.uuid4().hex[:12]}"
 LAYOUT = ViewLayout("acl_view", (("user_id", "int64"),), (("score", "double"),))

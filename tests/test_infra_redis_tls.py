@@ -22,12 +22,14 @@ import pyarrow as pa
 import pytest
 import redis
 
-from featurestack.redis_server import ensure_redis, feast_connection_string, free_port, redact_url, redis_client
-from featurestack.settings import load_settings
-from serving.online_reader import OnlineFeatureReader, online_store_client
-from serving.online_writer import publish_latest
-from serving.redis_layout import ViewLayout
-from serving.resp import send_packed
+from core.redis_server import ensure_redis, feast_connection_string, free_port, redact_url, redis_client
+from core.settings import load_settings
+from onlinestore.online_reader import OnlineFeatureReader, online_store_client
+from onlinestore.online_writer import publish_latest
+from onlinestore.redis_layout import ViewLayout
+from onlinestore.resp import send_packed
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LAYOUT = ViewLayout("tls_view", (("user_id", "int64"),), (("txn_count", "int64"), ("score", "double")))
 REFS = ["tls_view:score", "tls_view:txn_count"]
@@ -202,7 +204,7 @@ def test_our_writer_and_reader_round_trip_over_tls(published, tls_redis):
     np.testing.assert_array_equal(features.values, _expected(user_ids))
     assert features.missing_entity[:, 0].tolist() == [False] * ENTITIES + [True, False, False, False]
 
-    # The reader really read raw bytes off an SSL socket (serving.resp reads connection._sock directly).
+    # The reader really read raw bytes off an SSL socket (onlinestore.resp reads connection._sock directly).
     connection = serving_client.connection_pool.get_connection()
     try:
         assert isinstance(connection._sock, ssl.SSLSocket)
@@ -210,7 +212,7 @@ def test_our_writer_and_reader_round_trip_over_tls(published, tls_redis):
     finally:
         serving_client.connection_pool.release(connection)
 
-    # serving.resp.send_packed (hiredis reader on sock.recv) on the same TLS socket, a reply > one TLS record.
+    # onlinestore.resp.send_packed (hiredis reader on sock.recv) on the same TLS socket, a reply > one TLS record.
     big = b"x" * 100_000
     replies = send_packed(serving_client, b"*3\r\n$3\r\nSET\r\n$9\r\ntls:probe\r\n$%d\r\n%s\r\n*2\r\n$3\r\nGET\r\n$9\r\ntls:probe\r\n"
                           % (len(big), big) + b"*2\r\n$3\r\nDEL\r\n$9\r\ntls:probe\r\n", 3)

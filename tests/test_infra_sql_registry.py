@@ -8,8 +8,10 @@ import uuid
 
 import pytest
 
-from featurestack.feast_repo import apply_repo, open_store
-from featurestack.settings import FEATURE_REPO_DIR, load_settings
+from core.feast_repo import apply_repo, open_store
+from core.settings import FEATURE_REPO_DIR, load_settings
+
+pytestmark = pytest.mark.integration
 
 psycopg = pytest.importorskip("psycopg")
 POSTGRES_ADMIN_URL = os.environ.get("FEATURESTACK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
+
 from pipelines.merchant_risk import build_merchant_risk, snapshot_time
 from pipelines.raw import CHARGEBACKS, MERCHANTS, TRANSACTIONS
+
+pytestmark = pytest.mark.integration
 
 DAY = date(2026, 11, 10)
 SNAPSHOT = datetime(2026, 11, 10, 23, 59, 59, 999999, tzinfo=timezone.utc)

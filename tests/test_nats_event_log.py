@@ -18,10 +18,11 @@ import redis
 from eventlog.logs import open_event_log
 from eventlog.nats_jetstream import NatsEventLog
 from eventlog.redis_streams import RedisEventLog
-from featurestack.settings import StreamSettings, load_settings
+from core.settings import StreamSettings, load_settings
 from streaming.processor import consumer_group
-from test_stream_processor import (PARTITIONS, _drain, _entries, _online_state, _processor, _records,
-                                   assert_rows_equal_the_aggregator, projects, velocity)  # noqa: F401 (fixtures)
+from stream_support import (
+    PARTITIONS, assert_rows_equal_the_aggregator, drain, make_entries, make_processor, make_records, online_state,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ def _dead_letters(log: NatsEventLog) -> list:
 
 
 def _run_in_child(redis_url, project, velocity):
-    _processor(redis_url, project, velocity, name="child", batch=50, log=_open(redis_url, project, velocity[0])).run(threading.Event())
+    make_processor(redis_url, project, velocity, name="child", batch=50, log=_open(redis_url, project, velocity[0])).run(threading.Event())
 
 
 def _read_at_least(log: NatsEventLog, count: int) -> list:
@@ -76,7 +77,7 @@ def _read_at_least(log: NatsEventLog, count: int) -> list:
 
 def test_unacknowledged_entries_come_first_to_the_next_holder_and_dead_letters_are_kept_once(velocity, projects, nats_logs):
     project = projects()
-    entries = _entries(velocity[0], _records(200, seed=4))
+    entries = make_entries(velocity[0], make_records(200, seed=4))
     first = nats_logs(project)
     first.append(entries)
     stored = first.lag()[0]
@@ -102,11 +103,11 @@ def test_unacknowledged_entries_come_first_to_the_next_holder_and_dead_letters_a
 
 def test_rows_equal_the_aggregator_and_bad_events_are_dead_lettered_once(redis_url, velocity, projects, nats_logs):
     project = projects()
-    entries = _entries(velocity[0], _records(3000, seed=1))
+    entries = make_entries(velocity[0], make_records(3000, seed=1))
     log = nats_logs(project)
     log.append(entries)
-    processor = _processor(redis_url, project, velocity, log=nats_logs(project))
-    _drain(processor, log)
+    processor = make_processor(redis_url, project, velocity, log=nats_logs(project))
+    drain(processor, log)
 
     assert_rows_equal_the_aggregator(redis_url, project, velocity, entries)
     reasons = sorted(fields[b"dead_letter_reason"].decode().split(":")[0] for _, fields in _dead_letters(log))
@@ -116,12 +117,12 @@ def test_rows_equal_the_aggregator_and_bad_events_are_dead_lettered_once(redis_u
 
 
 def test_sigkill_mid_stream_then_restart_leaves_redis_byte_identical(redis_url, velocity, projects, nats_logs):
-    entries = _entries(velocity[0], _records(4000, seed=2))
+    entries = make_entries(velocity[0], make_records(4000, seed=2))
     uninterrupted, killed = projects(), projects()
     log, killed_log = nats_logs(uninterrupted), nats_logs(killed)
     log.append(entries)
     killed_log.append(entries)
-    _drain(_processor(redis_url, uninterrupted, velocity, log=nats_logs(uninterrupted)), log)
+    drain(make_processor(redis_url, uninterrupted, velocity, log=nats_logs(uninterrupted)), log)
 
     child = multiprocessing.get_context("fork").Process(target=_run_in_child, args=(redis_url, killed, velocity))
     child.start()
@@ -132,8 +133,8 @@ def test_sigkill_mid_stream_then_restart_leaves_redis_byte_identical(redis_url, 
     child.join()
     assert 0 < sum(killed_log.lag().values()) < len(entries), "the kill must land mid-stream"
     time.sleep(3.2)  # the dead processor's leases expire
-    _drain(_processor(redis_url, killed, velocity, log=nats_logs(killed)), killed_log)
-    assert _online_state(redis_url, killed) == _online_state(redis_url, uninterrupted)
+    drain(make_processor(redis_url, killed, velocity, log=nats_logs(killed)), killed_log)
+    assert online_state(redis_url, killed) == online_state(redis_url, uninterrupted)
     # Each bad event dead-lettered exactly once, under the same source sequence (both logs got the same appends).
     assert _dead_letters(killed_log) == _dead_letters(log)
 
@@ -147,15 +148,15 @@ def _step_until_drained(processors, log, timeout: float = 120) -> None:
 
 
 def test_a_second_processor_joins_and_leaves_the_group(redis_url, velocity, projects, nats_logs):
-    entries = _entries(velocity[0], _records(3000, seed=3))
+    entries = make_entries(velocity[0], make_records(3000, seed=3))
     reference, shared = projects(), projects()
     reference_log, shared_log = nats_logs(reference), nats_logs(shared)
     reference_log.append(entries[:1500])
     shared_log.append(entries[:1500])
-    first = _processor(redis_url, shared, velocity, name="a-first", log=nats_logs(shared))
-    _drain(first, shared_log)
+    first = make_processor(redis_url, shared, velocity, name="a-first", log=nats_logs(shared))
+    drain(first, shared_log)
     # A second member joins: the partitions are split between the two.
-    second = _processor(redis_url, shared, velocity, name="b-second", log=nats_logs(shared))
+    second = make_processor(redis_url, shared, velocity, name="b-second", log=nats_logs(shared))
     second.membership.heartbeat()
     first._rebalance()
     second._rebalance()
@@ -169,5 +170,5 @@ def test_a_second_processor_joins_and_leaves_the_group(redis_url, velocity, proj
     first._rebalance()
     assert sorted(first.held) == [0, 1, 2, 3]
     reference_log.append(entries[1500:])
-    _drain(_processor(redis_url, reference, velocity, log=nats_logs(reference)), reference_log)
-    assert _online_state(redis_url, shared) == _online_state(redis_url, reference)
+    drain(make_processor(redis_url, reference, velocity, log=nats_logs(reference)), reference_log)
+    assert online_state(redis_url, shared) == online_state(redis_url, reference)

@@ -19,6 +19,8 @@ from pyspark.sql import functions as F
 
 from pipelines.offline_store import read_partitions, write_partition, write_table
 
+pytestmark = pytest.mark.integration
+
 DAY = date(2026, 11, 5)
 SCHEMA = "user_id long, event_timestamp timestamp, value double"
 TS = datetime(2026, 11, 5, 10, 0, 0, 123456, tzinfo=timezone.utc)

@@ -3,11 +3,15 @@ the automation sensor request that day's online/<view>, with its checks riding a
 
 from __future__ import annotations
 
+import pytest
+
 import dagster as dg
 
 from assets.checks import CONSISTENCY_CHECK
 from assets.definitions import build_definitions
 from assets.sensors import AUTOMATION_SENSOR
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_rematerialized_feature_partition_is_republished_with_its_checks(platform):

@@ -10,6 +10,8 @@ from pipelines.merchant_risk import build_merchant_risk, snapshot_time
 from pipelines.raw import CHARGEBACKS, MERCHANTS, TRANSACTIONS
 from pipelines.windowed import build_windowed_features
 
+pytestmark = pytest.mark.integration
+
 DAY = date(2026, 11, 10)
 NOON = datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc)
 MICRO = timedelta(microseconds=1)

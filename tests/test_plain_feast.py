@@ -21,8 +21,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from featurestack.redis_server import free_port
-from featurestack.settings import FEATURE_REPO_DIR
+from core.redis_server import free_port
+from core.settings import FEATURE_REPO_DIR
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 VENV_BIN = Path(sys.executable).parent
 USER_SCRIPT = """
@@ -57,7 +59,7 @@ def _last_entity(platform) -> dict:
 
 
 def test_a_user_script_reads_what_the_platform_wrote(platform, user_checkout):
-    from featurestack.feast_repo import open_store
+    from core.feast_repo import open_store
 
     entity = _last_entity(platform)
     result = subprocess.run([sys.executable, "-c", USER_SCRIPT, json.dumps(entity)], cwd=user_checkout,
@@ -131,8 +133,8 @@ def test_feast_serve_answers_online_features_from_the_platform_redis(platform, u
 def test_the_generated_config_holds_no_secret(tmp_path):
     from dataclasses import replace
 
-    from featurestack.feast_repo import render_feast_config
-    from featurestack.settings import load_settings
+    from core.feast_repo import render_feast_config
+    from core.settings import load_settings
 
     settings = replace(load_settings(), state_dir=tmp_path)
     plain = render_feast_config(settings, "redis://127.0.0.1:6390/2")

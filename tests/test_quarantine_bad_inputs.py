@@ -21,9 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from featurestack import lake
-from featurestack.redis_server import project_keys
-from tests.conftest import delete_project_keys, platform_environment
+from core import lake
+from core.redis_server import project_keys
+from support import delete_project_keys, platform_environment
+
+pytestmark = pytest.mark.integration
 
 DAYS = 2
 TRANSACTIONS_PER_DAY = 400
@@ -43,7 +45,7 @@ def _snapshot(url: str, project: str) -> dict[bytes, dict[bytes, bytes]]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, redis_url, spark):
     from assets.definitions import DAILY_JOB, SETUP_JOB, build_definitions
-    from featurestack.settings import load_settings
+    from core.settings import load_settings
     from pipelines.generator import generate
 
     project = f"fs_quar_{uuid.uuid4().hex[:8]}"

@@ -24,6 +24,8 @@ from pipelines.raw import (
     split_valid_and_quarantined,
 )
 
+pytestmark = pytest.mark.integration
+
 DAY = date(2026, 11, 2)
 
 

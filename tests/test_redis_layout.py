@@ -1,22 +1,27 @@
-"""serving.redis_layout / serving.online_writer against Feast's own encoder, reader and writer, on real Redis."""
+"""onlinestore.redis_layout / onlinestore.online_writer against Feast's own encoder, reader and writer, on real Redis."""
 
 from __future__ import annotations
 
 import math
-import struct
 import os
+import shutil
+import struct
+import subprocess
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import hiredis
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
 
-from featurestack.redis_server import project_keys
-from serving.online_writer import latest_per_entity, publish_latest, read_offline_latest
-from serving.redis_layout import (
+from core.redis_server import project_keys
+from onlinestore.online_writer import latest_per_entity, publish_latest, read_offline_latest
+from onlinestore.redis_layout import (
     ViewLayout,
     decode_timestamp,
     decode_value,
@@ -32,6 +37,8 @@ from serving.redis_layout import (
     serialize_entity_key,
     timestamp_field,
 )
+
+pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 VIEW = "user_stats"
@@ -78,7 +85,7 @@ def feast_store(tmp_path_factory, client):
     from feast.types import Bool, Float64, Int64, String
     from feast.value_type import ValueType
 
-    from featurestack.redis_server import feast_connection_string
+    from core.redis_server import feast_connection_string
 
     repo = tmp_path_factory.mktemp("feast_repo")
     data_dir = repo / "user_stats"
@@ -403,7 +410,7 @@ def test_new_and_existing_keys_end_up_with_the_same_hash(client):
             result = publish_latest(client, project, ALL_TYPES, rows, batch_size=7, key_ttl_seconds=900)
             assert (result.written, result.skipped_not_newer) == (60, 0)
         # The fresh keys really took the RESTORE path, and Redis accepted our payloads (checksum included).
-        assert _restores_that_succeeded(client) - restores_before >= 50
+        assert _restores_that_succeeded(client) - restores_before >= len(_restore_payloads(fresh, ALL_TYPES, rows)) >= 30
         for user_id in range(1, 61):
             restored, updated = client.hgetall(_key(fresh, user_id)), client.hgetall(_key(shared, user_id))
             assert updated.pop(other_field) == b"x"
@@ -435,3 +442,99 @@ def test_a_user_without_restore_still_publishes(client, project):
         _delete_project_keys(client, reference)
     finally:
         client.acl_deluser(user)
+
+
+# --- our RESTORE payloads as Redis itself writes them ---------------------------------------------
+
+
+def _restore_payloads(project: str, layout: ViewLayout, rows: pa.Table) -> dict[bytes, bytes]:
+    """{key: payload} of the RESTORE commands the writer builds for `rows` (rows it leaves to HSET absent)."""
+    from onlinestore import resp_bulk
+    from onlinestore.online_writer import _encode_batch
+
+    batch = _encode_batch(rows, project.encode(), layout, "event_timestamp")
+    names = layout.feature_fields() + [layout.ts_field]
+    field_data, field_offsets = np.frombuffer(b"".join(names), np.uint8), np.cumsum([0] + [len(n) for n in names])
+    value_data, value_offsets = batch.flat_values
+    out = np.empty(1 << 24, np.uint8)
+    used = resp_bulk.build_restores(np.arange(rows.num_rows), batch.keys.data, batch.keys.offsets, field_data, field_offsets,
+                                    value_data, value_offsets, 0, resp_bulk.CRC64_TABLE, out, np.zeros(rows.num_rows, dtype=bool))
+    reader = hiredis.Reader()
+    reader.feed(out[:used].tobytes())
+    return {command[1]: command[3] for command in iter(reader.gets, False)}
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory):
+    """A redis-server of our own. `sanitize-dump-payload yes`: every RESTORE payload is verified entry by
+    entry (the default checks only its header and checksum); `rdbcompression no`: DUMP returns the
+    listpack as is (not LZF-compressed), comparable byte for byte with our payload."""
+    from core.redis_server import answers, free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("needs redis-server on PATH")
+    port, directory = free_port(), tmp_path_factory.mktemp("own-redis")
+    process = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory), "--save", "",
+                                "--appendonly", "no", "--sanitize-dump-payload", "yes", "--rdbcompression", "no"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        while not answers(url):
+            assert process.poll() is None, "redis-server exited at start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _with_element_count(payload: bytes, delta: int) -> bytes:
+    """The payload with its listpack's element count changed and its CRC64 recomputed (passes the
+    checksum, fails a full verification)."""
+    from onlinestore import resp_bulk
+
+    length_size = {0: 1, 1: 2}.get(payload[1] >> 6, 5)
+    count_at = 1 + length_size + 4
+    body = bytearray(payload[:-8])
+    body[count_at:count_at + 2] = (int.from_bytes(body[count_at:count_at + 2], "little") + delta).to_bytes(2, "little")
+    data = np.frombuffer(bytes(body), np.uint8)
+    return bytes(body) + int(resp_bulk.crc64(resp_bulk.CRC64_TABLE, data, 0, len(data))).to_bytes(8, "little")
+
+
+def test_a_redis_that_verifies_every_restore_payload_accepts_ours(own_redis):
+    sanitizing = redis.Redis.from_url(own_redis)
+    assert sanitizing.config_get("sanitize-dump-payload") == {"sanitize-dump-payload": "yes"}
+    rows = _all_types_rows(120)
+    result = publish_latest(sanitizing, "fs_restored", ALL_TYPES, rows, batch_size=25, key_ttl_seconds=900)
+    assert result.written == 120
+    stats = sanitizing.info("commandstats")["cmdstat_restore"]
+    assert stats["failed_calls"] == 0 and stats["calls"] == len(_restore_payloads("fs_restored", ALL_TYPES, rows)) >= 60
+    publish_latest(sanitizing, "fs_hset", ALL_TYPES, rows, write_mode="hset")
+    assert sanitizing.info("commandstats")["cmdstat_restore"]["calls"] == stats["calls"]  # hset: no RESTORE at all
+    for user_id in range(1, 121):
+        restored, written = _key("fs_restored", user_id), _key("fs_hset", user_id)
+        assert sanitizing.hgetall(restored) == sanitizing.hgetall(written)
+        assert sanitizing.object("encoding", restored) == sanitizing.object("encoding", written)
+    # ...and it does verify: a listpack whose element count lies (checksum fixed up) is refused.
+    payload = next(iter(_restore_payloads("fs_corrupt", ALL_TYPES, rows.slice(0, 1)).values()))
+    sanitizing.restore(b"fs_intact", 0, payload)
+    with pytest.raises(redis.ResponseError, match="Bad data format"):
+        sanitizing.restore(b"fs_corrupt", 0, _with_element_count(payload, 2))
+    sanitizing.close()
+
+
+def test_restore_payload_equals_redis_own_dump_of_the_hash_hset_builds(own_redis):
+    """Redis builds the hash with HSET (field by field, its own listpack encoder); its DUMP of that key
+    is byte for byte the payload we RESTORE: same RDB type, listpack, RDB version and CRC64."""
+    client, project = redis.Redis.from_url(own_redis), "fs_dump"
+    rows = _all_types_rows(60)
+    payloads = _restore_payloads(project, ALL_TYPES, rows)
+    assert len(payloads) >= 30  # rows with an integer-looking or a long value are left to HSET
+    publish_latest(client, project, ALL_TYPES, rows, write_mode="hset")
+    for key, payload in payloads.items():
+        assert client.object("encoding", key) == b"listpack"
+        dump = client.dump(key)
+        assert dump[:-10] == payload[:-10], key  # RDB type, length and the listpack
+        assert dump == payload, key  # RDB version (Redis 7.0: 10) and CRC64 too
+    client.close()

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import pytest
 import redis
 
-from featurestack.redis_server import RedisUnavailableError, answers, ensure_redis, feast_connection_string, start_own_redis
+from core.redis_server import RedisUnavailableError, answers, ensure_redis, feast_connection_string, start_own_redis
+
+pytestmark = pytest.mark.integration
 
 
 def test_feast_connection_string_carries_db_password_and_tls():

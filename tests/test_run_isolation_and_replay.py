@@ -14,8 +14,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from featurestack import lake
-from tests.conftest import delete_project_keys, platform_environment
+from core import lake
+from support import delete_project_keys, platform_environment
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAYS = 2
 TRANSACTIONS_PER_DAY = 1000
@@ -23,7 +25,7 @@ TRANSACTIONS_PER_DAY = 1000
 
 @pytest.fixture(scope="module")
 def platform_state(tmp_path_factory, redis_url, spark):
-    from featurestack.settings import load_settings
+    from core.settings import load_settings
     from pipelines.generator import generate
 
     project = f"fs_iso_{uuid.uuid4().hex[:8]}"

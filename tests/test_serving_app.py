@@ -4,96 +4,29 @@ uvicorn) on real Redis, with a hand-made model artifact and online rows under it
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import re
 import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
 
 import httpx
 import numpy as np
-import pyarrow as pa
 import pytest
 import redis
 import torch
 from fastapi.testclient import TestClient
 
-from featurestack.redis_server import free_port, start_own_redis
-from featurestack.settings import PROJECT_ROOT, load_settings
+from core.artifacts import ModelManifest
+from core.redis_server import free_port, start_own_redis
 from serving.app import create_app, online_store_client
 from serving.batching import MicroBatcher, Overloaded
 from serving.loadtest import run_load
-from serving.online_writer import publish_latest
 from serving.predictor import Predictor
-from serving.redis_layout import ViewLayout
 from serving.runner import NumpyMLP, TorchMLP
-from tests.conftest import delete_project_keys
-from training.model import FraudMLP, model_inputs, save_numpy_weights
+from serving_support import REFS, UNKNOWN, publish_online_data, running_server, wait_until
+from training.model import FraudMLP, model_inputs
 
-USERS = ViewLayout("user_velocity", (("user_id", "int64"),), (("txn_count_1h", "int64"), ("amount_mean_7d", "double")))
-MERCHANTS = ViewLayout("merchant_risk", (("merchant_id", "int64"),), (("chargeback_rate_30d", "double"),))
-REFS = ["user_velocity:txn_count_1h", "user_velocity:amount_mean_7d", "merchant_risk:chargeback_rate_30d"]
-UNKNOWN = 987_654_321
-
-
-def _publish(url: str, project: str) -> None:
-    now = datetime.now(timezone.utc) - timedelta(minutes=1)
-    client = redis.Redis.from_url(url)
-    publish_latest(client, project, USERS, pa.table({
-        "user_id": pa.array(range(1, 41), pa.int64()),
-        "txn_count_1h": pa.array([u % 5 for u in range(1, 41)], pa.int64()),
-        "amount_mean_7d": pa.array([None if u == 40 else 10.0 * u for u in range(1, 41)], pa.float64()),
-        "event_timestamp": pa.array([now] * 40, pa.timestamp("us", tz="UTC")),
-    }))
-    publish_latest(client, project, MERCHANTS, pa.table({
-        "merchant_id": pa.array(range(1, 31), pa.int64()),
-        "chargeback_rate_30d": pa.array([m / 100 for m in range(1, 31)], pa.float64()),
-        "event_timestamp": pa.array([now] * 30, pa.timestamp("us", tz="UTC")),
-    }))
-    client.close()
-
-
-def _write_model(model_dir, project: str) -> dict:
-    """An artifact in the layout `featurestack train` writes: model.pt + manifest.json."""
-    model_dir.mkdir(parents=True)
-    n_inputs = len(REFS) + 2 + 2  # store features, a missing flag per view, two request-time features
-    torch.manual_seed(0)
-    model = FraudMLP(n_inputs)
-    model.fit_scaler(torch.rand(64, n_inputs) * 100)  # a non-trivial scaler, like a trained one
-    torch.save(model.state_dict(), model_dir / "model.pt")
-    save_numpy_weights(model, model_dir / "weights.npz")
-    manifest = {
-        "model": "fraud_mlp", "version": "test-v1", "model_file": "model.pt", "weights_file": "weights.npz", "project": project,
-        "feature_service": "fraud_detection_v1", "feature_refs": REFS, "user_mean_feature": "user_velocity:amount_mean_7d",
-        "request_features": ["amount_log", "amount_to_user_mean_7d"], "n_inputs": n_inputs,
-        "feature_views": {
-            layout.name: {"fingerprint": "hand-made", "join_keys": [list(p) for p in layout.join_keys],
-                          "features": [list(p) for p in layout.features]}
-            for layout in (USERS, MERCHANTS)
-        },
-    }
-    (model_dir / "manifest.json").write_text(json.dumps(manifest))
-    return manifest
-
-
-@pytest.fixture(scope="module")
-def serving_settings(tmp_path_factory, redis_url):
-    project = f"fs_serving_{uuid.uuid4().hex[:10]}"
-    state = tmp_path_factory.mktemp("serving_state")
-    _write_model(state / "models" / "fraud_detection_v1" / "test-v1", project)
-    (state / "models" / "fraud_detection_v1" / "LATEST").write_text("test-v1")
-    _publish(redis_url, project)
-    settings = load_settings()
-    yield replace(settings, state_dir=state, redis_url=redis_url, feast_project=project,
-                  serving=replace(settings.serving, model_dir="", max_request_rows=50, max_wait_ms=1.0))
-    delete_project_keys(redis_url, project)
-
+pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def client(serving_settings):
@@ -191,8 +124,8 @@ def test_metrics_expose_latency_batches_errors_and_device(client):
 
 def test_the_numpy_runner_equals_the_torch_model_and_torch_is_the_fallback(serving_settings, tmp_path):
     model_dir = serving_settings.state_dir / "models" / "fraud_detection_v1" / "test-v1"
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    inputs = np.random.default_rng(3).normal(50, 40, (257, manifest["n_inputs"])).astype(np.float32)
+    manifest = ModelManifest.read(model_dir)
+    inputs = np.random.default_rng(3).normal(50, 40, (257, manifest.n_inputs)).astype(np.float32)
     client = redis.Redis.from_url(serving_settings.redis_url)
     on_numpy = Predictor(model_dir, client, device="cpu").runner
     assert isinstance(on_numpy, NumpyMLP)
@@ -255,7 +188,7 @@ def test_batches_never_exceed_max_rows_and_errors_reach_every_request():
 def test_redis_down_or_hanging_is_a_503_and_the_server_recovers(serving_settings, tmp_path):
     url = start_own_redis(tmp_path)
     port = int(url.rsplit(":", 1)[1].split("/")[0])
-    _publish(url, serving_settings.feast_project)
+    publish_online_data(url, serving_settings.feast_project)
     settings = replace(serving_settings, redis_url=url, serving=replace(serving_settings.serving, redis_timeout_s=0.3))
     transaction = {"user_id": 1, "merchant_id": 1, "amount": 1.0}
     with TestClient(create_app(settings)) as test_client:
@@ -266,7 +199,7 @@ def test_redis_down_or_hanging_is_a_503_and_the_server_recovers(serving_settings
         hanging = test_client.post("/predict", json=transaction)
         assert hanging.status_code == 503 and "TimeoutError" in hanging.json()["detail"]
         assert test_client.post("/features", json={"entities": [{"user_id": 1, "merchant_id": 1}]}).status_code == 503
-        _wait_until(lambda: test_client.post("/predict", json=transaction).status_code == 200)
+        wait_until(lambda: test_client.post("/predict", json=transaction).status_code == 200)
 
         # A Redis that is gone: 503 (connection refused), /readyz 503, counted in the metrics.
         redis.Redis.from_url(url).shutdown(nosave=True)
@@ -278,11 +211,11 @@ def test_redis_down_or_hanging_is_a_503_and_the_server_recovers(serving_settings
 
         subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes",
                         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], check=True)
-        _wait_until(lambda: redis.Redis.from_url(url).ping())
+        wait_until(lambda: redis.Redis.from_url(url).ping())
         restarted_empty = test_client.get("/readyz")  # Redis is back without its data: not ready
         assert restarted_empty.status_code == 503 and restarted_empty.json()["status"] == "no_features"
-        _publish(url, serving_settings.feast_project)
-        _wait_until(lambda: test_client.post("/predict", json=transaction).status_code == 200)
+        publish_online_data(url, serving_settings.feast_project)
+        wait_until(lambda: test_client.post("/predict", json=transaction).status_code == 200)
         assert test_client.get("/readyz").status_code == 200
     redis.Redis.from_url(url).shutdown(nosave=True)
 
@@ -298,11 +231,11 @@ def test_the_server_starts_while_redis_is_down_and_becomes_ready_when_it_answers
         subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes",
                         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], check=True)
         try:
-            _wait_until(lambda: redis.Redis.from_url(url).ping())
+            wait_until(lambda: redis.Redis.from_url(url).ping())
             empty = test_client.get("/readyz")  # answering, but holding none of the model's features
             assert empty.status_code == 503 and empty.json()["status"] == "no_features"
-            _publish(url, serving_settings.feast_project)
-            _wait_until(lambda: test_client.get("/readyz").status_code == 200)
+            publish_online_data(url, serving_settings.feast_project)
+            wait_until(lambda: test_client.get("/readyz").status_code == 200)
             predicted = test_client.post("/predict", json={"user_id": 1, "merchant_id": 1, "amount": 1.0})
             assert predicted.status_code == 200 and predicted.json()["predictions"][0]["missing_features"] is False
         finally:
@@ -315,43 +248,6 @@ def test_the_online_store_client_does_not_retry_so_errors_surface_within_the_tim
     assert client.connection_pool.connection_kwargs["socket_timeout"] == 0.3
     with pytest.raises(redis.ConnectionError):
         client.ping()
-
-
-def _wait_until(condition, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if condition():
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {seconds} s: {condition}")
-        time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def running_server(environment: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`featurestack serve` in its own process (uvicorn) on a free port: (base URL, process) once
-    /readyz answers 200; stopped afterwards."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "featurestack.cli", "serve", "--port", str(port)], cwd=PROJECT_ROOT,
-                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert server.poll() is None, server.stdout.read().decode()
-        try:
-            return httpx.get(f"{base}/readyz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        _wait_until(ready, seconds=60)
-        yield base, server
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_featurestack_serve_answers_predict_on_uvicorn(serving_settings):

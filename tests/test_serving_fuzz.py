@@ -24,7 +24,9 @@ from schemathesis.python.asgi import shutdown_lifespans
 
 from pipelines.contracts import MAX_AMOUNT
 from serving.app import create_app
-from tests.test_serving_app import USERS, serving_settings  # noqa: F401 (the fixture)
+from serving_support import USERS
+
+pytestmark = pytest.mark.integration
 
 
 
@@ -125,7 +127,7 @@ def test_the_largest_amount_on_extreme_online_features_still_scores_finitely(ser
     import pyarrow as pa
     from datetime import datetime, timezone
 
-    from serving.online_writer import publish_latest
+    from onlinestore.online_writer import publish_latest
 
     extreme_user = 31_337
     client = redis.Redis.from_url(redis_url)

@@ -21,7 +21,9 @@ import pytest
 import redis
 
 from serving.predictor import Predictor
-from tests.test_serving_app import running_server, serving_settings  # noqa: F401  (serving_settings is a fixture)
+from serving_support import running_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MAX_PENDING_ROWS = 8
 MAX_BATCH_ROWS = 4
@@ -75,7 +77,7 @@ class SlowProxy:
 
 
 @pytest.fixture(scope="module")
-def overloadable_server(serving_settings):  # noqa: F811
+def overloadable_server(serving_settings):
     """`featurestack serve` with a queue bound of 8 rows, 4-row model batches, Redis behind the slow proxy."""
     parsed = urlparse(serving_settings.redis_url)
     proxy = SlowProxy((parsed.hostname or "127.0.0.1", parsed.port or 6379), REDIS_DELAY_S)
@@ -117,7 +119,7 @@ async def _burst(base: str, transactions: list[dict]) -> list[tuple[int, dict, d
         return await asyncio.gather(*(one(t, WAVE_GAP_S * (i // WAVE_REQUESTS)) for i, t in enumerate(transactions)))
 
 
-def test_overload_is_refused_fast_and_the_server_recovers(overloadable_server, serving_settings):  # noqa: F811
+def test_overload_is_refused_fast_and_the_server_recovers(overloadable_server, serving_settings):
     base, server = overloadable_server
     process = psutil.Process(server.pid)
     transaction = {"user_id": 1, "merchant_id": 1, "amount": 1.0}
@@ -176,7 +178,7 @@ def test_overload_is_refused_fast_and_the_server_recovers(overloadable_server, s
 
 def test_a_queue_bound_below_the_request_size_is_refused_at_start(monkeypatch):
     """Otherwise a full-size request would be answered "overloaded" forever, even by an idle server."""
-    from featurestack.settings import load_settings
+    from core.settings import load_settings
 
     monkeypatch.setenv("FEATURESTACK_SERVING_MAX_PENDING_ROWS", "100")
     monkeypatch.setenv("FEATURESTACK_SERVING_MAX_REQUEST_ROWS", "4096")

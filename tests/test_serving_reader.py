@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 import redis
 
-from featurestack.redis_server import free_port, project_keys
-from serving.online_reader import OnlineFeatureReader, decode_numeric_column, online_store_client
-from serving.redis_layout import encode_value, layout_from_feature_view
+from core.redis_server import free_port, project_keys
+from onlinestore.online_reader import OnlineFeatureReader, decode_numeric_column, online_store_client
+from onlinestore.redis_layout import encode_value, layout_from_feature_view
+
+pytestmark = pytest.mark.integration
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
 ACCT_FEATURES = ("txn_count", "amount_mean", "small", "ratio", "flag")
@@ -55,7 +57,7 @@ def feast_written(tmp_path_factory, redis_url):
     from feast.types import Bool, Float32, Float64, Int32, Int64
     from feast.value_type import ValueType
 
-    from featurestack.redis_server import feast_connection_string
+    from core.redis_server import feast_connection_string
 
     repo = tmp_path_factory.mktemp("reader_repo")
     project = f"fs_reader_{uuid.uuid4().hex[:10]}"
@@ -169,11 +171,11 @@ def test_reader_fails_fast_when_redis_is_unreachable(feast_written):
 )
 def test_reader_finds_what_the_writer_wrote_for_every_key_shape(redis_url, join_keys):
     """Numeric keys are stamped into a command template, string keys encoded one by one: both must name
-    the keys serving.online_writer wrote (Feast's v3 keys, tested against Feast in test_redis_layout)."""
+    the keys onlinestore.online_writer wrote (Feast's v3 keys, tested against Feast in test_redis_layout)."""
     import pyarrow as pa
 
-    from serving.online_writer import publish_latest
-    from serving.redis_layout import ViewLayout
+    from onlinestore.online_writer import publish_latest
+    from onlinestore.redis_layout import ViewLayout
 
     project = f"fs_test_{uuid.uuid4().hex[:12]}"
     layout = ViewLayout("keyed", join_keys, (("score", "double"),))

@@ -12,11 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from featurestack.redis_server import project_keys
-from serving.online_writer import publish_latest, read_offline_latest
-from serving.redis_layout import ViewLayout
-from serving.spark_publish import publish_latest_spark, read_offline_latest_spark
-from tests.conftest import delete_project_keys
+from core.redis_server import project_keys
+from onlinestore.online_writer import publish_latest, read_offline_latest
+from onlinestore.redis_layout import ViewLayout
+from onlinestore.spark_publish import publish_latest_spark, read_offline_latest_spark
+from support import delete_project_keys
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LAYOUT = ViewLayout("spark_view", (("user_id", "int64"),), (("txn_count", "int64"), ("amount", "double")))
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -82,9 +84,9 @@ def test_the_spark_profile_publishes_what_the_local_profile_published(platform, 
     import dagster as dg
 
     from assets.definitions import build_definitions
-    from featurestack.feast_repo import apply_repo
-    from featurestack.settings import load_settings
-    from tests.conftest import platform_environment
+    from core.feast_repo import apply_repo
+    from core.settings import load_settings
+    from support import platform_environment
 
     settings = platform.settings
     other_database = redis_url.rsplit("/", 1)[0] + "/11"

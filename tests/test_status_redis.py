@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 
 import redis
 
 from featurestack.cli import main
-from featurestack.redis_server import free_port, redact_url
+from core.redis_server import free_port, redact_url
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_status_reads_the_redis_of_the_last_run(platform, capsys):
@@ -27,7 +31,7 @@ def test_status_says_when_it_reads_another_redis(platform, tmp_path, monkeypatch
         assert main(["status"]) == 0
         out = capsys.readouterr().out
         assert f"reading {other} (REDIS_URL)" in out
-        assert f"NOT the Redis the last run used" in out and redact_url(platform.redis.url) in out
+        assert "NOT the Redis the last run used" in out and redact_url(platform.redis.url) in out
         assert f"0 entity keys of project {platform.settings.feast_project}" in out
     finally:
         redis.Redis.from_url(other).shutdown(nosave=True)

@@ -17,7 +17,7 @@ from assets.sensors import alert_failed_checks
 from assets.stream import STREAM_JOB, STREAM_LAG_CHECK
 from eventlog.events import encode_record, partition_of
 from eventlog.redis_streams import RedisEventLog
-from serving.redis_layout import redis_key, serialize_entity_key
+from onlinestore.redis_layout import redis_key, serialize_entity_key
 from streaming.processor import StreamProcessor
 from streaming.views import streamed_views
 

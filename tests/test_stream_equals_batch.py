@@ -15,7 +15,7 @@ from pipelines.windowed import build_windowed_features
 from eventlog.events import Event
 from streaming.aggregator import Outcome, WindowAggregator
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 START = datetime(2026, 11, 10, tzinfo=timezone.utc)
 START_MICROS = int(START.timestamp()) * 1_000_000

@@ -12,9 +12,9 @@ import redis
 
 from eventlog.events import encode_record
 from eventlog.redis_streams import RedisEventLog
-from featurestack.feast_repo import open_store
-from serving.online_reader import OnlineFeatureReader
-from serving.redis_layout import redis_key, serialize_entity_key
+from core.feast_repo import open_store
+from onlinestore.online_reader import OnlineFeatureReader
+from onlinestore.redis_layout import redis_key, serialize_entity_key
 from streaming.processor import StreamProcessor
 from streaming.views import streamed_views
 

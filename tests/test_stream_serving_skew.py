@@ -12,7 +12,7 @@ from featurestack.replay import replay_day
 from streaming.views import streamed_views
 from validations.online import consistency, offline_latest_sample
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LIMIT = 400  # the day's first transactions: enough for users with bursts, small enough for the suite
 

@@ -3,12 +3,16 @@ instance with the model's metrics as metadata, and the metric-floor check is rec
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import dagster as dg
 
 from assets.training import METRIC_FLOOR_CHECK, model_key, training_set_key
 from featurestack.cli import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_featurestack_train_records_the_training_assets(platform, capsys):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-
-import json
 from datetime import datetime, timedelta, timezone
 
 import duckdb
@@ -15,9 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from featurestack.feast_repo import open_store
+from core.artifacts import ModelManifest
+from core.feast_repo import open_store
 from serving.predictor import Predictor
 from training.train import labelled_transactions, training_set, view_fingerprint
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
 
@@ -30,7 +31,7 @@ def tiny_store(tmp_path_factory, redis_url):
     from feast.types import Int64
     from feast.value_type import ValueType
 
-    from featurestack.redis_server import feast_connection_string
+    from core.redis_server import feast_connection_string
 
     repo = tmp_path_factory.mktemp("pit_repo")
     (repo / "counts" / "date=2026-11-02").mkdir(parents=True)
@@ -87,26 +88,28 @@ def test_a_naive_latest_value_join_leaks_and_is_detectably_different(platform):
 
 
 def test_model_beats_chance_and_the_manifest_pins_what_it_was_trained_on(platform, trained_model):
-    manifest = json.loads((trained_model.model_dir / "manifest.json").read_text())
+    manifest = ModelManifest.read(trained_model.model_dir)
+    assert manifest == trained_model.manifest
     store = open_store(platform.settings, platform.redis.url)
     service = store.get_feature_service("fraud_detection_v1")
-    assert manifest["feature_service"] == "fraud_detection_v1"
-    assert manifest["feature_refs"] == [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections for f in p.features]
-    for view, spec in manifest["feature_views"].items():
-        assert spec["fingerprint"] == view_fingerprint(store.get_feature_view(view))
-    assert manifest["training_window"]["test"][0] > manifest["training_window"]["train"][1]
-    assert manifest["rows"]["train"] > 0 and manifest["rows"]["test"] > 0
-    assert manifest["metrics"]["test_roc_auc"] > 0.65
-    assert manifest["metrics"]["test_pr_auc"] > 2 * manifest["metrics"]["test_base_rate"]
+    assert manifest.feature_service == "fraud_detection_v1"
+    assert list(manifest.feature_refs) == [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections for f in p.features]
+    for view, pin in manifest.feature_views.items():
+        assert pin.fingerprint == view_fingerprint(store.get_feature_view(view))
+    training = manifest.training
+    assert training.training_window["test"][0] > training.training_window["train"][1]
+    assert training.rows["train"] > 0 and training.rows["test"] > 0
+    assert training.metrics["test_roc_auc"] > 0.65
+    assert training.metrics["test_pr_auc"] > 2 * training.metrics["test_base_rate"]
 
 
 def test_serving_predictor_loads_the_manifest_and_reads_exactly_its_features(platform, trained_model):
     client = redis.Redis.from_url(platform.redis.url)
     predictor = Predictor(trained_model.model_dir, client)
-    assert predictor.reader.feature_refs == trained_model.manifest["feature_refs"]
+    assert predictor.reader.feature_refs == list(trained_model.manifest.feature_refs)
     scored = predictor.predict(np.array([1, 2], np.int64), np.array([1, 2], np.int64), np.array([10.0, 5000.0]), time.time_ns())
     client.close()
-    assert scored.features.values.shape == (2, len(trained_model.manifest["feature_refs"]))
+    assert scored.features.values.shape == (2, len(trained_model.manifest.feature_refs))
     assert ((scored.scores >= 0) & (scored.scores <= 1)).all()
 
 
@@ -128,3 +131,18 @@ def test_training_assets_gate_promotion_on_the_metric_floor(platform, trained_mo
     new_version = model_event.metadata["model_dir"].value.rsplit("/", 1)[1]
     served_after = latest_file.read_text() if latest_file.exists() else None
     assert served_after == (new_version if check.passed else served_before)
+
+
+def test_the_catalog_lists_the_trained_model_against_its_features(platform, trained_model):
+    """The real training's manifest read by the real catalog: the model, its service and every feature it uses."""
+    from catalog.snapshot import build_snapshot
+
+    manifest = trained_model.manifest
+    snapshot = build_snapshot(platform.settings)
+    [model] = [m for m in snapshot["models"] if m["feature_service"] == manifest.feature_service]
+    assert "error" not in model and model["name"] == manifest.model
+    assert model["feature_views"] == {view: pin.fingerprint for view, pin in manifest.feature_views.items()}
+    assert sorted(model["uses"]) == sorted(manifest.feature_refs)
+    features = {f["id"]: f for f in snapshot["features"]}
+    assert all(manifest.model in features[ref]["models"] for ref in manifest.feature_refs)
+    assert {"source": f"feature_service:{manifest.feature_service}", "target": f"model:{manifest.model}"} in snapshot["lineage"]["edges"]

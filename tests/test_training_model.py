@@ -10,6 +10,8 @@ from serving.runner import NumpyMLP
 from training.features import model_inputs
 from training.model import FraudMLP, average_precision, roc_auc, save_numpy_weights
 
+pytestmark = pytest.mark.unit
+
 
 def _pairwise_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     positives, negatives = scores[labels == 1], scores[labels == 0]
@@ -63,6 +65,7 @@ def test_numpy_weights_reproduce_a_trained_torch_model(tmp_path):
     np.testing.assert_allclose(runner.probabilities(inputs.numpy()), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # runs the device benchmark end to end (~25 s): not in make test-fast
 def test_the_device_benchmark_runs_on_whatever_is_here(monkeypatch, capsys):
     import json
     import sys

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
+
 from pipelines.raw import TRANSACTIONS
 from pipelines.windowed import build_windowed_features
+
+pytestmark = pytest.mark.integration
 
 DAY = date(2026, 11, 10)
 NOON = datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc)

@@ -11,6 +11,8 @@ import pytest
 from validations.runner import SuiteParams, validate
 from validations.suites import SUITE_MODULES
 
+pytestmark = pytest.mark.unit
+
 DAY = date(2026, 11, 2)
 
 
@@ -28,8 +30,8 @@ def _velocity(rows: int = 200) -> pd.DataFrame:
 
 
 def test_every_feature_view_and_raw_table_has_a_suite_named_after_it():
-    from featurestack.feast_repo import load_repo_contents
-    from featurestack.settings import load_settings
+    from core.feast_repo import load_repo_contents
+    from core.settings import load_settings
     from pipelines.raw import CONTRACTS
 
     views = {view.name for view in load_repo_contents(load_settings()).feature_views}

@@ -19,9 +19,11 @@ import uuid
 import dagster as dg
 import pytest
 
-from featurestack.settings import PROJECT_ROOT
-from featurestack.redis_server import free_port
-from tests.conftest import delete_project_keys, platform_environment
+from core.settings import PROJECT_ROOT
+from core.redis_server import free_port
+from support import delete_project_keys, platform_environment
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RUN_TIMEOUT_S = 600  # a busy 2-core machine: each step is a process that imports Dagster, Feast and Spark
 
@@ -58,7 +60,7 @@ def _graphql(port: int, query: str, variables: dict) -> dict:
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory, redis_url, spark):
     from assets.definitions import SETUP_JOB, build_definitions
-    from featurestack.settings import load_settings
+    from core.settings import load_settings
     from pipelines.generator import generate
 
     project = f"fs_web_{uuid.uuid4().hex[:8]}"

@@ -4,7 +4,6 @@ evaluated on a time-based holdout, and a manifest that pins exactly what it was 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,28 +15,26 @@ import pandas as pd
 import torch
 from torch import nn
 
-from featurestack.feast_repo import open_store
-from featurestack.settings import Settings
-from serving.redis_layout import layout_from_feature_view
+from core.artifacts import ModelManifest, TrainingEvidence, ViewPin, artifact_dir, promote
+from core.feast_repo import open_store
+from core.settings import Settings
+from onlinestore.redis_layout import layout_from_feature_view
 from training.model import (
     REQUEST_FEATURES, WEIGHTS_FILE, FraudMLP, average_precision, model_inputs, pick_device, roc_auc, save_numpy_weights,
 )
 
 USER_MEAN_FEATURE = "user_velocity:amount_mean_7d"
-MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.pt"
-LATEST_FILE = "LATEST"
 
 
 @dataclass(frozen=True)
 class TrainingResult:
     model_dir: Path
-    manifest: dict
+    manifest: ModelManifest
 
     @property
     def promoted(self) -> bool:
-        """Only a model at or above its feature service's metric floor becomes the served one."""
-        return self.manifest["metrics"]["test_roc_auc"] >= self.manifest["metric_floor"]["test_roc_auc"]
+        return self.manifest.training.promoted
 
 
 def metric_floor(service) -> float:
@@ -135,50 +132,48 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
         "train_roc_auc": roc_auc(labels[~is_test], _scores(model, inputs[~is_test], device)),
     }
     version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    model_dir = settings.models_dir / feature_service / version
+    model_dir = artifact_dir(settings.models_dir, feature_service, version)
     model_dir.mkdir(parents=True)
     torch.save(model.cpu().state_dict(), model_dir / MODEL_FILE)
     save_numpy_weights(model, model_dir / WEIGHTS_FILE)
     entity_types = {entity.join_key: entity.value_type for entity in store.list_entities()}
     registered = {view: store.get_feature_view(view) for view in views}
     layouts = {view: layout_from_feature_view(registered[view], entity_types) for view in views}
-    manifest = {
-        "model": "fraud_mlp",
-        "version": version,
-        "model_file": MODEL_FILE,
-        "weights_file": WEIGHTS_FILE,
-        "project": settings.feast_project,
-        "feature_service": feature_service,
-        "feature_refs": refs,
-        "request_features": list(REQUEST_FEATURES),
-        "user_mean_feature": USER_MEAN_FEATURE,
-        "n_inputs": int(inputs.shape[1]),
-        "feature_views": {
-            view: {
-                "fingerprint": view_fingerprint(registered[view]),
-                "join_keys": [list(pair) for pair in layouts[view].join_keys],
-                "features": [list(pair) for pair in layouts[view].features],
-                # Serving treats older values as missing, as the point-in-time join did (None: no TTL).
-                "ttl_seconds": int(layouts[view].ttl.total_seconds()) if layouts[view].ttl else None,
-            }
+    manifest = ModelManifest(
+        model="fraud_mlp",
+        version=version,
+        model_file=MODEL_FILE,
+        weights_file=WEIGHTS_FILE,
+        project=settings.feast_project,
+        feature_service=feature_service,
+        feature_refs=tuple(refs),
+        request_features=tuple(REQUEST_FEATURES),
+        user_mean_feature=USER_MEAN_FEATURE,
+        n_inputs=int(inputs.shape[1]),
+        feature_views={
+            view: ViewPin(fingerprint=view_fingerprint(registered[view]), join_keys=layouts[view].join_keys,
+                          features=layouts[view].features,
+                          ttl_seconds=int(layouts[view].ttl.total_seconds()) if layouts[view].ttl else None)
             for view in views
         },
-        "training_window": {
-            "train": [str(days[0]), str(days[-holdout_days - 1])],
-            "test": [str(days[-holdout_days]), str(days[-1])],
-        },
-        "rows": {
-            "train": int((~is_test).sum()), "test": int(is_test.sum()),
-            "train_positives": int(labels[~is_test].sum()), "test_positives": int(labels[is_test].sum()),
-        },
-        "metrics": metrics,
-        "metric_floor": {"test_roc_auc": metric_floor(service)},
-        "trained_on": str(device),
-        "epochs": epochs,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        training=TrainingEvidence(
+            training_window={
+                "train": [str(days[0]), str(days[-holdout_days - 1])],
+                "test": [str(days[-holdout_days]), str(days[-1])],
+            },
+            rows={
+                "train": int((~is_test).sum()), "test": int(is_test.sum()),
+                "train_positives": int(labels[~is_test].sum()), "test_positives": int(labels[is_test].sum()),
+            },
+            metrics=metrics,
+            metric_floor={"test_roc_auc": metric_floor(service)},
+            trained_on=str(device),
+            epochs=epochs,
+            seconds=round(time.perf_counter() - started, 2),
+        ),
+    )
+    manifest.write(model_dir)
     result = TrainingResult(model_dir=model_dir, manifest=manifest)
     if result.promoted:
-        (model_dir.parent / LATEST_FILE).write_text(version)
+        promote(settings.models_dir, manifest)
     return result

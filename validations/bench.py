@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.lake import partition_dir
 from validations.runner import SuiteParams, read_table, validate
 
 DAY = date(2026, 11, 2)
@@ -51,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         landing = Path(tmp) / "landing"
         generate(landing, DAY, 1, args.rows, seed=5)
-        partition = landing / "transactions" / f"date={DAY.isoformat()}"
+        partition = partition_dir(landing / "transactions", DAY)
         validate("transactions", read_table(partition).head(1000), SuiteParams(DAY, 1000))  # warm: imports, GX context
         started = time.perf_counter()
         transactions = read_table(partition)

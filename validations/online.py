@@ -1,6 +1,6 @@
 """Checks of the online store (Redis, Feast's layout) against the offline store: freshness of the
 `_ts:<view>` timestamps and online/offline consistency (training-serving skew). No Dagster, no Feast:
-the values are read with our codec of Feast's layout (serving.redis_layout).
+the values are read with our codec of Feast's layout (onlinestore.redis_layout).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import duckdb
 import pyarrow as pa
 import redis
 
-from serving.redis_layout import ViewLayout, decode_timestamp, decode_value, redis_key, serialize_entity_key
+from core.lake import PARTITION_FILES_GLOB, partition_date_of
+from onlinestore.redis_layout import ViewLayout, decode_timestamp, decode_value, redis_key, serialize_entity_key
 
 DEFAULT_SAMPLE = 200
 
@@ -29,8 +30,8 @@ def offline_latest_sample(
 ) -> pa.Table:
     """A deterministic sample of entities with their latest offline row (over partitions <= `up_to`)."""
     files = sorted(
-        str(path) for path in Path(table_dir).glob("date=*/*.parquet")
-        if up_to is None or date.fromisoformat(path.parent.name.removeprefix("date=")) <= up_to
+        str(path) for path in Path(table_dir).glob(PARTITION_FILES_GLOB)
+        if up_to is None or partition_date_of(path) <= up_to
     )
     if not files:
         raise FileNotFoundError(f"no offline partitions under {table_dir}" + (f" up to {up_to}" if up_to else ""))

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from core.lake import partition_dir
 from validations import import_great_expectations
 
 import_great_expectations()  # before anything imports GX (see there)
@@ -172,10 +173,6 @@ def validate(table: str, df: pd.DataFrame, params: SuiteParams = SuiteParams(), 
     )
 
 
-def _partition_dir(table_dir: Path, day: date) -> Path:
-    return table_dir / f"date={day.isoformat()}"
-
-
 def read_table(path: Path) -> pd.DataFrame:
     """A partition as pandas, string columns as categoricals: arrow builds the dictionaries in C++
     (free where parquet already keeps them dictionary-encoded), and GX's fingerprinting, null, set
@@ -190,10 +187,10 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def previous_partition_rows(table_dir: Path, day: date) -> int | None:
     """Rows of the newest existing partition before `day` (from parquet footers)."""
-    from featurestack.lake import partition_dates, row_count
+    from core.lake import partition_dates, row_count
 
     earlier = [d for d in partition_dates(table_dir) if d < day]
-    return row_count(_partition_dir(table_dir, earlier[-1])) if earlier else None
+    return row_count(partition_dir(table_dir, earlier[-1])) if earlier else None
 
 
 def known_keys(table: str, raw_dir: Path, day: date | None) -> dict[str, pd.Index]:
@@ -205,7 +202,7 @@ def known_keys(table: str, raw_dir: Path, day: date | None) -> dict[str, pd.Inde
         path = raw_dir / rule.table
         partitioned = day is not None and any(path.glob("date=*"))
         if partitioned:
-            path = _partition_dir(path, day)
+            path = partition_dir(path, day)
         if path.exists():
             keys[rule.reason] = pd.Index(pq.read_table(path, columns=[rule.key]).column(rule.key).to_pandas()).unique()
         elif partitioned:
@@ -221,7 +218,7 @@ def validate_partition(table: str, table_dir: Path, day: date | None, raw_dir: P
     references = known_keys(table, raw_dir, day) if raw_dir is not None else {}
     if day is None:
         return validate(table, read_table(table_dir), SuiteParams(known_keys=references))
-    path = _partition_dir(table_dir, day)
+    path = partition_dir(table_dir, day)
     if not path.exists():
         raise FileNotFoundError(f"suite {table}: no partition {path}")
     params = SuiteParams(partition_date=day, previous_rows=previous_partition_rows(table_dir, day), known_keys=references)

@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exec .venv/bin/python -c '
-from featurestack.redis_server import ensure_redis
-from featurestack.settings import load_settings
+from core.redis_server import ensure_redis
+from core.settings import load_settings
 settings = load_settings()
 print(ensure_redis(settings.redis_url, settings.state_dir).describe())
 '

@@ -10,17 +10,35 @@ import contextlib
 import os
 import string
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from featurestack.redis_server import feast_connection_string
-from featurestack.settings import FEATURE_REPO_DIR, Settings
+from core.redis_server import feast_connection_string
+from core.settings import FEATURE_REPO_DIR, Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
     from feast.repo_contents import RepoContents
+
+# The tag of a feature view saying how old its newest value may be, online and offline.
+SLA_TAG = "freshness_sla_hours"
+
+
+def sla_hours(view_name: str, tags: Mapping[str, str]) -> float:
+    """The view's freshness SLA in hours, from its tags; a clear error when missing or not a positive number."""
+    raw = tags.get(SLA_TAG)
+    if raw is None:
+        raise ValueError(f"feature view {view_name} lacks the tag {SLA_TAG!r} (feature_repo/feature_views.py)")
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = float("nan")
+    if not hours > 0:
+        raise ValueError(f"feature view {view_name}: tag {SLA_TAG}={raw!r} is not a positive number of hours")
+    return hours
+
 
 # The modules of feature_repo/, imported by Feast under their bare names (as `feast apply` does).
 _REPO_MODULES = tuple(path.stem for path in FEATURE_REPO_DIR.glob("*.py"))

@@ -1,8 +1,8 @@
 """Publish the latest feature values per entity into Redis, in exactly Feast's online layout.
 
 Same hashes and same rules as Feast's RedisOnlineStore.online_write_batch, an order of magnitude
-faster: values are encoded column-wise with numpy (serving.redis_layout), each batch's commands are
-built by compiled code (serving.resp_bulk) as one RESP buffer and streamed on one connection, so there is
+faster: values are encoded column-wise with numpy (onlinestore.redis_layout), each batch's commands are
+built by compiled code (onlinestore.resp_bulk) as one RESP buffer and streamed on one connection, so there is
 no Python work per value and little per entity, and Redis never waits for Python.
 
 Feast's monotonic rule, mirrored here: a row is written only when no event timestamp is stored for the
@@ -24,8 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from serving.resp import StreamingConnection, raise_errors
-from serving.redis_layout import (
+from core.lake import PARTITION_FILES_GLOB, partition_dir
+from core.settings import REDIS_WRITE_MODES
+from onlinestore.resp import StreamingConnection, raise_errors
+from onlinestore.redis_layout import (
     Ragged,
     ViewLayout,
     concat_rows,
@@ -81,10 +83,9 @@ def read_offline_latest(
     newest `created_column` (Feast's tie-break), then the later partition/file/row."""
     table_dir = Path(table_dir)
     if dates is None:
-        paths = [str(table_dir / "date=*" / "*.parquet")]
+        paths = [str(table_dir / PARTITION_FILES_GLOB)]
     else:
-        paths = [str(table_dir / f"date={d}" / "*.parquet") for d in dates]
-        paths = [p for p, d in zip(paths, dates) if (table_dir / f"date={d}").is_dir()]
+        paths = [str(partition_dir(table_dir, d) / "*.parquet") for d in dates if partition_dir(table_dir, d).is_dir()]
         if not paths:
             raise FileNotFoundError(f"{table_dir}: none of the partitions {dates} exists")
     keys = ", ".join(_quoted(k) for k in join_keys)
@@ -149,63 +150,79 @@ _KEY_EXISTS = "BUSYKEY"
 _RESTORE_UNAVAILABLE = ("NOPERM", "ERR unknown command", "ERR Bad data format", "ERR DUMP payload")
 
 
+PROBE, HSET, RESTORE = "probe", "hset", "restore"  # the command modes of a pending group of replies
+_INITIAL_BUFFER_BYTES = 1 << 20
+
+
 class _PipelinedPublisher:
     """Publishes batches over one streaming connection, keeping Redis busy while Python encodes:
     the timestamp probe of batch k+1 is sent before batch k's writes, and replies are read one batch
-    behind. New keys are RESTOREd from a ready-made hash (serving.resp_bulk), existing ones get HSET."""
+    behind. New keys are RESTOREd from a ready-made hash (onlinestore.resp_bulk), existing ones get HSET
+    (every key when `restore` is False)."""
 
-    def __init__(self, connection: StreamingConnection, layout: ViewLayout, key_ttl_seconds: int | None):
-        from serving import resp_bulk  # numba: compiled code, costly to import
+    def __init__(self, connection: StreamingConnection, layout: ViewLayout, key_ttl_seconds: int | None, restore: bool = True):
+        from onlinestore import resp_bulk  # numba: compiled code, costly to import
 
         self._bulk = resp_bulk
         self._connection = connection
         names = layout.feature_fields() + [layout.ts_field]
         self._fields = Ragged(np.frombuffer(b"".join(names), np.uint8), np.cumsum([0] + [len(n) for n in names]))
         self._expire = int(key_ttl_seconds or 0)
-        self._restore = not any(resp_bulk.looks_like_integer(self._fields.data, a, b)
-                                for a, b in zip(self._fields.offsets[:-1], self._fields.offsets[1:]))
-        self._pending: deque[tuple[int, int, _Batch, np.ndarray]] = deque()  # (mode, replies, batch, rows) in send order
+        self._restore = restore and not any(resp_bulk.looks_like_integer(self._fields.data, a, b)
+                                            for a, b in zip(self._fields.offsets[:-1], self._fields.offsets[1:]))
+        self._out = np.empty(_INITIAL_BUFFER_BYTES, dtype=np.uint8)  # reused: each send completes before the next build
+        self._pending: deque[tuple[str, int, _Batch, np.ndarray]] = deque()  # (mode, replies, batch, rows) in send order
         self.written = 0
 
-    def _send(self, mode: int, batch: _Batch, rows: np.ndarray) -> np.ndarray:
-        """Send `mode` commands for `rows` of `batch`; returns the rows RESTORE left to HSET."""
+    def _build(self, mode: str, batch: _Batch, rows: np.ndarray, fallback: np.ndarray) -> int:
+        """`mode` commands for `rows` into self._out, grown until they fit; returns the bytes used."""
+        bulk, keys, fields = self._bulk, batch.keys, self._fields
         value_data, value_offsets = batch.flat_values  # built once per batch, for its probe and its writes
-        key_lengths = batch.keys.lengths[rows]
-        bound = int(2 * key_lengths.sum() + value_offsets[:, rows + 1].sum() - value_offsets[:, rows].sum()) \
-            + len(rows) * (96 + 48 * len(batch.values) + 2 * len(self._fields.data))
-        out = np.empty(bound, dtype=np.uint8)
+        while True:
+            if mode == PROBE:
+                used = bulk.build_probes(rows, keys.data, keys.offsets, fields.data, fields.offsets, self._out)
+            elif mode == HSET:
+                used = bulk.build_hsets(rows, keys.data, keys.offsets, fields.data, fields.offsets, value_data, value_offsets,
+                                        self._expire, self._out)
+            else:
+                fallback[:] = False
+                used = bulk.build_restores(rows, keys.data, keys.offsets, fields.data, fields.offsets, value_data, value_offsets,
+                                           self._expire, bulk.CRC64_TABLE, self._out, fallback)
+            if used != bulk.TOO_SMALL:
+                return used
+            self._out = np.empty(2 * len(self._out), dtype=np.uint8)
+
+    def _send(self, mode: str, batch: _Batch, rows: np.ndarray) -> np.ndarray:
+        """Send `mode` commands for `rows` of `batch`; returns the rows RESTORE left to HSET."""
         fallback = np.zeros(len(batch.keys), dtype=bool)
-        used = self._bulk.build_commands(
-            mode, rows, batch.keys.data, batch.keys.offsets, self._fields.data, self._fields.offsets,
-            value_data, value_offsets, self._expire, self._bulk.CRC64_TABLE, out, fallback,
-        )
+        used = self._build(mode, batch, rows, fallback)
         skipped = np.flatnonzero(fallback)
         sent = rows if len(skipped) == 0 else np.setdiff1d(rows, skipped)
         if len(sent):
-            self._connection.send(memoryview(out)[:used])
-            per_row = 2 if mode == self._bulk.HSET and self._expire else 1
+            self._connection.send(memoryview(self._out)[:used])
+            per_row = 2 if mode == HSET and self._expire else 1
             self._pending.append((mode, len(sent) * per_row, batch, sent))
         return skipped
 
     def probe(self, batch: _Batch) -> None:
-        self._send(self._bulk.PROBE, batch, np.arange(len(batch.keys)))
+        self._send(PROBE, batch, np.arange(len(batch.keys)))
 
     def write(self, batch: _Batch, rows: np.ndarray, stored: np.ndarray) -> None:
         new_keys = rows[stored[rows] == 0]
         existing = rows[stored[rows] != 0]
         if self._restore and len(new_keys):
-            existing = np.concatenate([existing, self._send(self._bulk.RESTORE, batch, new_keys)])
+            existing = np.concatenate([existing, self._send(RESTORE, batch, new_keys)])
         else:
             existing = np.concatenate([existing, new_keys])
         if len(existing):
-            self._send(self._bulk.HSET, batch, np.sort(existing))
+            self._send(HSET, batch, np.sort(existing))
 
     def next_probe(self) -> list:
         """Read replies up to and including the next probe's; handle the writes' replies before it."""
         while True:
             mode, count, batch, rows = self._pending.popleft()
             replies = self._connection.read(count)
-            if mode == self._bulk.PROBE:
+            if mode == PROBE:
                 return replies
             self._settle(mode, replies, batch, rows)
 
@@ -214,8 +231,8 @@ class _PipelinedPublisher:
             mode, count, batch, rows = self._pending.popleft()
             self._settle(mode, self._connection.read(count), batch, rows)
 
-    def _settle(self, mode: int, replies: list, batch: _Batch, rows: np.ndarray) -> None:
-        if mode == self._bulk.HSET:
+    def _settle(self, mode: str, replies: list, batch: _Batch, rows: np.ndarray) -> None:
+        if mode == HSET:
             raise_errors(replies, "HSET/EXPIRE commands")
             self.written += len(rows)
             return
@@ -231,16 +248,16 @@ class _PipelinedPublisher:
             retry.append(row)
         self.written += len(rows) - len(retry)
         if retry:
-            self._send(self._bulk.HSET, batch, np.array(retry, dtype=np.int64))
+            self._send(HSET, batch, np.array(retry, dtype=np.int64))
 
 
 def _publish_pipelined(client: redis.Redis, project: bytes, layout: ViewLayout, latest: pa.Table, batch_size: int,
-                         key_ttl_seconds: int | None, timestamp_column: str, replace_equal: bool) -> int:
+                       key_ttl_seconds: int | None, timestamp_column: str, write_mode: str, replace_equal: bool) -> int:
     starts = range(0, latest.num_rows, batch_size)
     if not starts:
         return 0
     with StreamingConnection(client) as connection:
-        publisher = _PipelinedPublisher(connection, layout, key_ttl_seconds)
+        publisher = _PipelinedPublisher(connection, layout, key_ttl_seconds, restore=write_mode == "auto")
         batch = _encode_batch(latest.slice(0, batch_size), project, layout, timestamp_column)
         publisher.probe(batch)
         for start in starts:
@@ -256,7 +273,7 @@ def _publish_pipelined(client: redis.Redis, project: bytes, layout: ViewLayout, 
 
 
 def _publish_routed(client, project: bytes, layout: ViewLayout, latest: pa.Table, batch_size: int,
-                    key_ttl_seconds: int | None, timestamp_column: str, replace_equal: bool) -> int:
+                    key_ttl_seconds: int | None, timestamp_column: str, write_mode: str, replace_equal: bool) -> int:
     """A RedisCluster (or any non-plain client): redis-py's pipeline routes each command by hash slot."""
     fields = layout.feature_fields() + [layout.ts_field]
     written = 0
@@ -290,11 +307,15 @@ def publish_latest(
     batch_size: int = 20_000,
     key_ttl_seconds: int | None = None,
     timestamp_column: str = "event_timestamp",
+    write_mode: str = "auto",
     replace_equal: bool = False,
 ) -> PublishResult:
     """Write the newest row per entity of `table` (join keys, features, timestamp column) to Redis
     (`client`: redis.Redis, or redis.cluster.RedisCluster for a Redis Cluster).
-    `key_ttl_seconds` mirrors the Feast repo's online_store.key_ttl_seconds (EXPIRE after each write)."""
+    `key_ttl_seconds` mirrors the Feast repo's online_store.key_ttl_seconds (EXPIRE after each write).
+    `write_mode`: auto (RESTORE new keys on a plain Redis, HSET the rest) or hset (HSET only)."""
+    if write_mode not in REDIS_WRITE_MODES:
+        raise ValueError(f"write_mode must be one of {REDIS_WRITE_MODES}, got {write_mode!r}")
     started = time.perf_counter()
     join_key_names = [name for name, _ in layout.join_keys]
     missing = [c for c in join_key_names + [f for f, _ in layout.features] + [timestamp_column] if c not in table.column_names]
@@ -302,7 +323,7 @@ def publish_latest(
         raise ValueError(f"view {layout.name}: input table lacks column(s) {missing}")
     latest = table if _one_row_per_entity(table, join_key_names) else latest_per_entity(table, join_key_names, timestamp_column)
     publish = _publish_pipelined if isinstance(client, redis.Redis) else _publish_routed
-    written = publish(client, project.encode(), layout, latest, batch_size, key_ttl_seconds, timestamp_column, replace_equal)
+    written = publish(client, project.encode(), layout, latest, batch_size, key_ttl_seconds, timestamp_column, write_mode, replace_equal)
     return PublishResult(
         entities=latest.num_rows,
         written=written,

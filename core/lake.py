@@ -1,4 +1,5 @@
-"""Read-only facts about the parquet lake (no Spark, no Feast): partitions, row counts, fingerprints."""
+"""Facts about the parquet lake (no Spark, no Feast): its raw tables, the `date=YYYY-MM-DD` partition
+layout every table uses, row counts, fingerprints."""
 
 from __future__ import annotations
 
@@ -10,9 +11,28 @@ import pyarrow.parquet as pq
 
 _FOOTER_BYTES = 64 * 1024
 
+# Raw tables: facts land in daily partitions, dimensions as one snapshot.
+RAW_PARTITIONED_TABLES = ("transactions", "chargebacks")
+RAW_DIMENSION_TABLES = ("users", "merchants")
+
+_PARTITION_PREFIX = "date="
+PARTITION_GLOB = f"{_PARTITION_PREFIX}*"  # every partition folder of a table
+PARTITION_FILES_GLOB = f"{PARTITION_GLOB}/*.parquet"  # every file of every partition
+
+
+def partition_dir(table_dir: Path, day: date | str) -> Path:
+    """The folder of one day of a table: {table_dir}/date=YYYY-MM-DD (`day` a date or its ISO string)."""
+    return table_dir / f"{_PARTITION_PREFIX}{day.isoformat() if isinstance(day, date) else day}"
+
+
+def partition_date_of(path: Path) -> date:
+    """The day of a partition folder (or of a file directly inside one)."""
+    folder = path if path.name.startswith(_PARTITION_PREFIX) else path.parent
+    return date.fromisoformat(folder.name.removeprefix(_PARTITION_PREFIX))
+
 
 def partition_dates(table_dir: Path) -> list[date]:
-    return sorted(date.fromisoformat(path.name.removeprefix("date=")) for path in table_dir.glob("date=*") if path.is_dir())
+    return sorted(partition_date_of(path) for path in table_dir.glob(PARTITION_GLOB) if path.is_dir())
 
 
 def row_count(path: Path) -> int:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-PROBE, HSET, RESTORE = 0, 1, 2
-
 # Redis' crc64 (crc-64-jones: reflected polynomial 0xad93d23594c935a9, init 0, no final xor).
 _REFLECTED_POLY = np.uint64(0x95AC9329AC4BC9B5)
 
@@ -34,6 +32,10 @@ def _crc64_table() -> np.ndarray:
 CRC64_TABLE = _crc64_table()
 _RDB_TYPE_HASH_LISTPACK = 16
 _RDB_VERSION = 10  # Redis 7.0's; 7.2+ loads older versions
+# Redis' defaults of hash-max-listpack-entries / -value: HSET turns a bigger hash into a hashtable, while a
+# RESTOREd listpack stays one (Redis 7.0), so such rows are written with HSET.
+LISTPACK_MAX_ENTRIES = 128
+LISTPACK_MAX_VALUE = 64
 _HGET, _HSET, _EXPIRE, _RESTORE = (np.frombuffer(name, dtype=np.uint8) for name in (b"HGET", b"HSET", b"EXPIRE", b"RESTORE"))
 
 
@@ -186,89 +188,141 @@ def _put_entry(out, pos, src, start, end):
 
 
 @njit(cache=True, nogil=True)
-def build_commands(mode, rows, key_data, key_offsets, field_data, field_offsets, value_data, value_offsets,
-                   expire_seconds, crc_table, out, fallback):
-    """Commands for `rows` (indexes into the key/value columns) written into `out`; returns the bytes used.
+def _bulk_size(length):
+    """Bytes of a bulk string of `length` bytes: $<len>\\r\\n<bytes>\\r\\n"""
+    return 1 + _digits(length) + 2 + length + 2
 
-    Keys: Ragged (key_data, key_offsets). Fields: Ragged of the hash's field names. Values: one byte
-    string per field and row, all in value_data: field f of row r is value_data[value_offsets[f, r]:
-    value_offsets[f, r + 1]].
-    PROBE: HGET key <last field>. HSET: HSET key field value ... (+ EXPIRE key seconds when
-    expire_seconds > 0). RESTORE: RESTORE key <ttl ms> <payload>; a row whose hash Redis would encode
-    differently (an element that looks like an integer) is skipped and flagged in `fallback`."""
+
+@njit(cache=True, nogil=True)
+def _header_size(arguments, name):
+    return 1 + _digits(arguments) + 2 + _bulk_size(len(name))
+
+
+# Each kernel writes whole commands for `rows` (indexes into the key and value columns) into `out` and
+# returns the bytes used, or TOO_SMALL (nothing usable written) when `out` cannot hold them all: it
+# checks each command's exact size before writing it, so a short buffer is never overrun; the caller
+# grows the buffer and calls again.
+# Keys: Ragged (key_data, key_offsets). Fields: Ragged of the hash's field names (features, then `_ts`).
+# Values: one byte string per field and row, all in value_data: field f of row r is
+# value_data[value_offsets[f, r]:value_offsets[f, r + 1]].
+TOO_SMALL = -1
+
+
+@njit(cache=True, nogil=True)
+def build_probes(rows, key_data, key_offsets, field_data, field_offsets, out):
+    """HGET key <last field> (the `_ts` field) per row."""
+    fields = len(field_offsets) - 1
+    last_start, last_end = field_offsets[fields - 1], field_offsets[fields]
+    pos = 0
+    for row in rows:
+        key_start, key_end = key_offsets[row], key_offsets[row + 1]
+        if pos + _header_size(3, _HGET) + _bulk_size(key_end - key_start) + _bulk_size(last_end - last_start) > len(out):
+            return TOO_SMALL
+        pos = _put_header(out, pos, 3, _HGET)
+        pos = _put_bulk(out, pos, key_data, key_start, key_end)
+        pos = _put_bulk(out, pos, field_data, last_start, last_end)
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def build_hsets(rows, key_data, key_offsets, field_data, field_offsets, value_data, value_offsets, expire_seconds, out):
+    """HSET key field value ... per row, each followed by EXPIRE key seconds when expire_seconds > 0."""
     fields = len(field_offsets) - 1
     pos = 0
     for row in rows:
         key_start, key_end = key_offsets[row], key_offsets[row + 1]
-        if mode == PROBE:
-            pos = _put_header(out, pos, 3, _HGET)
+        size = _header_size(2 + 2 * fields, _HSET) + _bulk_size(key_end - key_start)
+        for f in range(fields):
+            size += _bulk_size(field_offsets[f + 1] - field_offsets[f]) + _bulk_size(value_offsets[f, row + 1] - value_offsets[f, row])
+        if expire_seconds > 0:
+            size += _header_size(3, _EXPIRE) + _bulk_size(key_end - key_start) + _bulk_size(_digits(expire_seconds))
+        if pos + size > len(out):
+            return TOO_SMALL
+        pos = _put_header(out, pos, 2 + 2 * fields, _HSET)
+        pos = _put_bulk(out, pos, key_data, key_start, key_end)
+        for f in range(fields):
+            pos = _put_bulk(out, pos, field_data, field_offsets[f], field_offsets[f + 1])
+            pos = _put_bulk(out, pos, value_data, value_offsets[f, row], value_offsets[f, row + 1])
+        if expire_seconds > 0:
+            pos = _put_header(out, pos, 3, _EXPIRE)
             pos = _put_bulk(out, pos, key_data, key_start, key_end)
-            pos = _put_bulk(out, pos, field_data, field_offsets[fields - 1], field_offsets[fields])
-        elif mode == HSET:
-            pos = _put_header(out, pos, 2 + 2 * fields, _HSET)
-            pos = _put_bulk(out, pos, key_data, key_start, key_end)
-            for f in range(fields):
-                pos = _put_bulk(out, pos, field_data, field_offsets[f], field_offsets[f + 1])
-                pos = _put_bulk(out, pos, value_data, value_offsets[f, row], value_offsets[f, row + 1])
-            if expire_seconds > 0:
-                pos = _put_header(out, pos, 3, _EXPIRE)
-                pos = _put_bulk(out, pos, key_data, key_start, key_end)
-                pos = _put_bulk_decimal(out, pos, expire_seconds)
-        else:
-            listpack = 6 + 1
-            integer_like = False
-            for f in range(fields):
-                start, end = value_offsets[f, row], value_offsets[f, row + 1]
-                listpack += _entry_size(field_offsets[f + 1] - field_offsets[f]) + _entry_size(end - start)
-                integer_like |= looks_like_integer(value_data, start, end)
-            if integer_like:
-                fallback[row] = True
-                continue
-            length_size = 1 if listpack < 64 else (2 if listpack < 16384 else 5)
-            payload = 1 + length_size + listpack + 2 + 8
-            pos = _put_header(out, pos, 4, _RESTORE)
-            pos = _put_bulk(out, pos, key_data, key_start, key_end)
-            pos = _put_bulk_decimal(out, pos, expire_seconds * 1000)
-            out[pos] = 36
-            pos = _put_decimal(out, pos + 1, payload)
-            out[pos] = 13
-            out[pos + 1] = 10
-            pos += 2
-            payload_start = pos
-            out[pos] = _RDB_TYPE_HASH_LISTPACK
-            pos += 1
-            if length_size == 1:  # RDB length: 6 bits, 14 bits big-endian, or 0x80 + 32 bits big-endian
-                out[pos] = listpack
-            elif length_size == 2:
-                out[pos] = 0x40 | (listpack >> 8)
-                out[pos + 1] = listpack & 0xFF
-            else:
-                out[pos] = 0x80
-                for i in range(4):
-                    out[pos + 1 + i] = (listpack >> (8 * (3 - i))) & 0xFF
-            pos += length_size
-            for i in range(4):  # listpack header: total bytes (u32 LE), element count (u16 LE)
-                out[pos + i] = (listpack >> (8 * i)) & 0xFF
-            elements = min(2 * fields, 65535)
-            out[pos + 4] = elements & 0xFF
-            out[pos + 5] = elements >> 8
-            pos += 6
-            for f in range(fields):
-                pos = _put_entry(out, pos, field_data, field_offsets[f], field_offsets[f + 1])
-                pos = _put_entry(out, pos, value_data, value_offsets[f, row], value_offsets[f, row + 1])
-            out[pos] = 0xFF
-            out[pos + 1] = _RDB_VERSION & 0xFF
-            out[pos + 2] = _RDB_VERSION >> 8
-            pos += 3
-            crc = crc64(crc_table, out, payload_start, pos)
-            for i in range(8):
-                out[pos + i] = (crc >> np.uint64(8 * i)) & np.uint64(0xFF)
-            pos += 8
-            out[pos] = 13
-            out[pos + 1] = 10
-            pos += 2
+            pos = _put_bulk_decimal(out, pos, expire_seconds)
     return pos
 
+
+@njit(cache=True, nogil=True)
+def _put_payload(out, pos, listpack, length_size, fields, field_data, field_offsets, value_data, value_offsets, row, crc_table):
+    """The DUMP payload of the row's hash: RDB type, RDB length, the listpack, RDB version, CRC64."""
+    payload_start = pos
+    out[pos] = _RDB_TYPE_HASH_LISTPACK
+    pos += 1
+    if length_size == 1:  # RDB length: 6 bits, 14 bits big-endian, or 0x80 + 32 bits big-endian
+        out[pos] = listpack
+    elif length_size == 2:
+        out[pos] = 0x40 | (listpack >> 8)
+        out[pos + 1] = listpack & 0xFF
+    else:
+        out[pos] = 0x80
+        for i in range(4):
+            out[pos + 1 + i] = (listpack >> (8 * (3 - i))) & 0xFF
+    pos += length_size
+    for i in range(4):  # listpack header: total bytes (u32 LE), element count (u16 LE)
+        out[pos + i] = (listpack >> (8 * i)) & 0xFF
+    elements = min(2 * fields, 65535)
+    out[pos + 4] = elements & 0xFF
+    out[pos + 5] = elements >> 8
+    pos += 6
+    for f in range(fields):
+        pos = _put_entry(out, pos, field_data, field_offsets[f], field_offsets[f + 1])
+        pos = _put_entry(out, pos, value_data, value_offsets[f, row], value_offsets[f, row + 1])
+    out[pos] = 0xFF
+    out[pos + 1] = _RDB_VERSION & 0xFF
+    out[pos + 2] = _RDB_VERSION >> 8
+    pos += 3
+    crc = crc64(crc_table, out, payload_start, pos)
+    for i in range(8):
+        out[pos + i] = (crc >> np.uint64(8 * i)) & np.uint64(0xFF)
+    return pos + 8
+
+
+@njit(cache=True, nogil=True)
+def build_restores(rows, key_data, key_offsets, field_data, field_offsets, value_data, value_offsets, expire_seconds,
+                   crc_table, out, fallback):
+    """RESTORE key <ttl ms> <payload> per row; a row whose hash HSET would make differently (an element
+    that looks like an integer, or one too long for a listpack hash) is not written and is flagged in
+    `fallback` (for HSET)."""
+    fields = len(field_offsets) - 1
+    pos = 0
+    for row in rows:
+        key_start, key_end = key_offsets[row], key_offsets[row + 1]
+        listpack = 6 + 1
+        hset_only = fields > LISTPACK_MAX_ENTRIES // 2
+        for f in range(fields):
+            start, end = value_offsets[f, row], value_offsets[f, row + 1]
+            listpack += _entry_size(field_offsets[f + 1] - field_offsets[f]) + _entry_size(end - start)
+            hset_only |= looks_like_integer(value_data, start, end) or end - start > LISTPACK_MAX_VALUE \
+                or field_offsets[f + 1] - field_offsets[f] > LISTPACK_MAX_VALUE
+        if hset_only:
+            fallback[row] = True
+            continue
+        length_size = 1 if listpack < 64 else (2 if listpack < 16384 else 5)
+        payload = 1 + length_size + listpack + 2 + 8
+        size = _header_size(4, _RESTORE) + _bulk_size(key_end - key_start) + _bulk_size(_digits(expire_seconds * 1000)) + _bulk_size(payload)
+        if pos + size > len(out):
+            return TOO_SMALL
+        pos = _put_header(out, pos, 4, _RESTORE)
+        pos = _put_bulk(out, pos, key_data, key_start, key_end)
+        pos = _put_bulk_decimal(out, pos, expire_seconds * 1000)
+        out[pos] = 36
+        pos = _put_decimal(out, pos + 1, payload)
+        out[pos] = 13
+        out[pos + 1] = 10
+        pos = _put_payload(out, pos + 2, listpack, length_size, fields, field_data, field_offsets, value_data, value_offsets,
+                           row, crc_table)
+        out[pos] = 13
+        out[pos + 1] = 10
+        pos += 2
+    return pos
 
 
 @njit(cache=True, nogil=True)

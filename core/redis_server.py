@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 import redis
 import redis.cluster
 
+from core.settings import REDIS_TYPES
+
 DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -148,7 +150,6 @@ def ensure_redis(redis_url: str, state_dir: Path) -> RedisEndpoint:
 # TLS options a REDIS_URL may carry as query parameters (redis-py reads them in from_url; Feast gets
 # them as connection-string options): rediss://user:pass@host:6380/0?ssl_ca_certs=/etc/redis/ca.pem
 TLS_QUERY_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
-REDIS_TYPES = ("redis", "redis_cluster")
 
 
 def redis_client(url: str, redis_type: str = "redis", **options) -> redis.Redis | redis.cluster.RedisCluster:

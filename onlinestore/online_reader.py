@@ -17,22 +17,25 @@ from itertools import chain
 import numpy as np
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from serving.resp import StreamingConnection
-from serving.resp_bulk import DOUBLE, FLOAT, VARINT, decode_numeric_values, parse_hmget_replies, warm_up
-from serving.redis_layout import ViewLayout, feature_field, serialize_entity_key
+from core.redis_server import redis_client
+from onlinestore.resp import StreamingConnection
+from onlinestore.resp_bulk import DOUBLE, FLOAT, VARINT, decode_numeric_values, parse_hmget_replies, warm_up
+from onlinestore.redis_layout import ViewLayout, feature_field, serialize_entity_key
 
 _MAX_VALUE_BYTES = 11  # tag + up to a 10-byte varint (or 8 bytes of a double)
 _CELL_BYTES = 16  # room per value: a numeric Value, or a Timestamp (at most 12 bytes)
 
 
-def online_store_client(url: str, timeout_s: float) -> redis.Redis:
-    """A Redis client that fails within `timeout_s`: socket timeouts on connect and read, and no
-    retries (redis-py's default retries a refused connection with backoff for ~10 s). The pool
-    reconnects on the next call, so a server using it recovers by itself once Redis is back."""
-    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                retry=Retry(NoBackoff(), 0), health_check_interval=0)
+def online_store_client(url: str, timeout_s: float, redis_type: str = "redis") -> redis.Redis | RedisCluster:
+    """A Redis client (a RedisCluster when redis_type is redis_cluster) that fails within `timeout_s`:
+    socket timeouts on connect and read, and no retries (redis-py's default retries a refused connection
+    with backoff for ~10 s). The pool reconnects on the next call, so a server using it recovers by
+    itself once Redis is back. A cluster client discovers the nodes now, so it needs one to answer."""
+    return redis_client(url, redis_type, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                        retry=Retry(NoBackoff(), 0), health_check_interval=0)
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,7 @@ class OnlineFeatureReader:
 
 
 class _ReplyBuffer:
-    """Raw reply bytes of one streamed request, parsed by compiled code (serving.resp_bulk) straight into
+    """Raw reply bytes of one streamed request, parsed by compiled code (onlinestore.resp_bulk) straight into
     byte matrices: no Python object per reply or value."""
 
     def __init__(self, connection: StreamingConnection):

@@ -1,6 +1,6 @@
 """Publishing with Spark (the `spark` profile, a cluster by configuration): Spark finds the newest row
 per entity, then every partition is written by its executor through mapInArrow with the same encoder
-and streamed, pipelined writer as the local path (serving.online_writer.publish_latest), so a cluster
+and streamed, pipelined writer as the local path (onlinestore.online_writer.publish_latest), so a cluster
 spreads the encoding and each executor keeps its Redis connection busy. Same rules, same bytes.
 """
 
@@ -14,8 +14,9 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from serving.online_writer import PublishResult
-from serving.redis_layout import ViewLayout
+from core.lake import partition_dir
+from onlinestore.online_writer import PublishResult
+from onlinestore.redis_layout import ViewLayout
 
 _FILE, _ROW = "__featurestack_file", "__featurestack_row"
 
@@ -28,11 +29,11 @@ def read_offline_latest_spark(
     timestamp_column: str = "event_timestamp",
     created_column: str | None = None,
 ) -> DataFrame:
-    """serving.online_writer.read_offline_latest in Spark: the newest event timestamp per entity, ties
+    """onlinestore.online_writer.read_offline_latest in Spark: the newest event timestamp per entity, ties
     broken by `created_column`, then the later partition/file/row. A hash aggregate (max_by over an
     ordering struct), not a window: no sort of the whole table."""
     table_dir = Path(table_dir)
-    paths = [str(table_dir / f"date={d}") for d in dates] if dates is not None else [str(table_dir)]
+    paths = [str(partition_dir(table_dir, d)) for d in dates] if dates is not None else [str(table_dir)]
     paths = [p for p in paths if Path(p).is_dir()]
     if not paths:
         raise FileNotFoundError(f"{table_dir}: none of the partitions {dates} exists")
@@ -53,6 +54,7 @@ def publish_latest_spark(
     key_ttl_seconds: int | None = None,
     batch_size: int = 20_000,
     timestamp_column: str = "event_timestamp",
+    write_mode: str = "auto",
 ) -> PublishResult:
     """Write `latest` (one row per entity) to Redis from the executors: each opens its own client for
     `redis_url` and publishes its partition's arrow batches. Returns the totals."""
@@ -61,14 +63,14 @@ def publish_latest_spark(
     columns = [name for name, _ in layout.join_keys] + [name for name, _ in layout.features] + [timestamp_column]
 
     def write_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from featurestack.redis_server import redis_client
-        from serving.online_writer import publish_latest
+        from core.redis_server import redis_client
+        from onlinestore.online_writer import publish_latest
 
         client = redis_client(redis_url, redis_type, socket_timeout=30, socket_connect_timeout=10)
         try:
             for batch in batches:
                 result = publish_latest(client, project, layout, pa.Table.from_batches([batch]), batch_size,
-                                        key_ttl_seconds, timestamp_column)
+                                        key_ttl_seconds, timestamp_column, write_mode)
                 yield pa.RecordBatch.from_pydict({"entities": [result.entities], "written": [result.written]})
         finally:
             client.close()

@@ -1,0 +1,219 @@
+"""The one place that reads the environment. Every other module asks `get_settings()`.
+
+Defaults make a fresh clone run locally: data and state live under the git-ignored `.state/` folder
+of the checkout, Spark runs in local mode, the offline store is Feast's DuckDB store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FEATURE_REPO_DIR = PROJECT_ROOT / "feature_repo"
+OFFLINE_PROFILES = ("local", "spark")
+# How the online writer writes: auto (a new key is RESTOREd from a ready-made hash, an existing one gets
+# HSET) or hset (HSET only: for a Redis-compatible server whose RESTORE payloads differ, or to compare).
+REDIS_WRITE_MODES = ("auto", "hset")
+REDIS_TYPES = ("redis", "redis_cluster")  # redis_cluster: REDIS_URL names one node, the others are discovered
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _parse_spark_conf(raw: str) -> dict[str, str]:
+    """FEATURESTACK_SPARK_CONF='k1=v1,k2=v2' -> {'k1': 'v1', 'k2': 'v2'}."""
+    conf: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"FEATURESTACK_SPARK_CONF: expected key=value, got {item!r}")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    model_dir: str = ""  # empty: the latest model trained on `feature_service`
+    feature_service: str = "fraud_detection_v1"
+    max_batch_rows: int = 512  # rows per model call: concurrent requests are merged up to this
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_request_rows: int = 4096  # candidates in one /predict request
+    max_pending_rows: int = 50_000  # queued rows beyond this are refused with 503 (bounded memory)
+    redis_timeout_s: float = 0.5  # a Redis that does not answer in time is a 503, never a hang
+    device: str = "auto"  # auto: CUDA (torch) when a GPU is present, else the model on numpy (no torch import); cpu; cuda
+    max_body_bytes: int = 4 * 1024 * 1024  # larger request bodies get 413 before they are read
+    api_key: str = field(default="", repr=False)  # bearer token for /predict and /features; empty: open
+
+    def __post_init__(self) -> None:
+        # A request larger than the queue bound would be refused as "overloaded" forever.
+        if self.max_pending_rows < self.max_request_rows:
+            raise ValueError(
+                f"FEATURESTACK_SERVING_MAX_PENDING_ROWS ({self.max_pending_rows}) must be at least "
+                f"FEATURESTACK_SERVING_MAX_REQUEST_ROWS ({self.max_request_rows})"
+            )
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    log: str = "redis"  # the event log: redis (Redis Streams in the online store's Redis) or nats (JetStream)
+    nats_url: str = "nats://127.0.0.1:4222"
+    partitions: int = 4  # event log partitions (by entity hash): the most processors that share the work
+    batch_events: int = 1000  # events read per call
+    block_ms: int = 5  # how long a read waits for events when none are queued
+    publish_scored: bool = False  # serving appends each transaction it scored to the event log
+
+    def __post_init__(self) -> None:
+        if self.log not in ("redis", "nats"):
+            raise ValueError(f"FEATURESTACK_STREAM_LOG must be redis or nats, got {self.log!r}")
+        if self.partitions < 1:
+            raise ValueError(f"FEATURESTACK_STREAM_PARTITIONS must be at least 1, got {self.partitions}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    data_dir: Path
+    redis_url: str
+    feast_project: str
+    offline_profile: str
+    spark_master: str
+    spark_driver_memory: str
+    spark_shuffle_partitions: int
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    # First daily partition; None (the default): the first landed day, and the demo's days end yesterday (UTC).
+    start_date: date | None = None
+    webhook_url: str = ""
+    # Feast SQL registry (multi-user), e.g. postgresql+psycopg://user:pw@host:5432/feast_registry; empty: a file
+    registry_db_url: str = ""
+    redis_type: str = "redis"  # or redis_cluster (REDIS_URL then names one node of the cluster)
+    redis_write_mode: str = "auto"  # one of REDIS_WRITE_MODES
+    serving: ServingSettings = field(default_factory=lambda: ServingSettings())
+    stream: StreamSettings = field(default_factory=lambda: StreamSettings())
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def offline_dir(self) -> Path:
+        return self.data_dir / "offline"
+
+    @property
+    def registry_path(self) -> Path:
+        # One registry per profile: the sources differ in type (FileSource for DuckDB, SparkSource for Spark).
+        return self.state_dir / "feast" / f"registry_{self.feast_project}_{self.offline_profile}.db"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.state_dir / "dagster"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+    @property
+    def feature_store_yaml(self) -> Path:
+        """The profile's template in feature_repo/ (its ${...} placeholders are filled from these settings)."""
+        if self.registry_db_url:
+            return FEATURE_REPO_DIR / "feature_store.sql-registry.yaml"
+        return FEATURE_REPO_DIR / f"feature_store.{self.offline_profile}.yaml"
+
+    @property
+    def feast_config_path(self) -> Path:
+        """The filled-in Feast config the platform writes; feature_repo/feature_store.yaml links to the
+        default state's one, so plain `feast` and `FeatureStore(repo_path="feature_repo")` see it."""
+        return self.state_dir / "feast" / "feature_store.yaml"
+
+
+def _registry_db_url(profile: str) -> str:
+    url = _env("FEATURESTACK_REGISTRY_DB_URL", "")
+    if url and profile != "local":
+        raise ValueError("FEATURESTACK_REGISTRY_DB_URL (SQL registry) is supported with FEATURESTACK_OFFLINE_PROFILE=local only")
+    return url
+
+
+def _redis_type() -> str:
+    redis_type = _env("REDIS_TYPE", "redis")
+    if redis_type not in REDIS_TYPES:
+        raise ValueError(f"REDIS_TYPE must be one of {REDIS_TYPES}, got {redis_type!r}")
+    return redis_type
+
+
+def _redis_write_mode() -> str:
+    mode = _env("FEATURESTACK_REDIS_WRITE_MODE", "auto")
+    if mode not in REDIS_WRITE_MODES:
+        raise ValueError(f"FEATURESTACK_REDIS_WRITE_MODE must be one of {REDIS_WRITE_MODES}, got {mode!r}")
+    return mode
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment (uncached: tests build their own)."""
+    state_dir = Path(_env("FEATURESTACK_STATE_DIR", str(PROJECT_ROOT / ".state"))).resolve()
+    profile = _env("FEATURESTACK_OFFLINE_PROFILE", "local")
+    if profile not in OFFLINE_PROFILES:
+        raise ValueError(f"FEATURESTACK_OFFLINE_PROFILE must be one of {OFFLINE_PROFILES}, got {profile!r}")
+    return Settings(
+        state_dir=state_dir,
+        data_dir=Path(_env("FEATURESTACK_DATA_DIR", str(state_dir / "data"))).resolve(),
+        redis_url=_env("REDIS_URL", ""),
+        feast_project=_env("FEATURESTACK_FEAST_PROJECT", "featurestack"),
+        offline_profile=profile,
+        spark_master=_env("SPARK_MASTER", "local[*]"),
+        spark_driver_memory=_env("SPARK_DRIVER_MEMORY", "2g"),
+        spark_shuffle_partitions=int(_env("SPARK_SHUFFLE_PARTITIONS", "4")),
+        spark_conf=_parse_spark_conf(_env("FEATURESTACK_SPARK_CONF", "")),
+        start_date=date.fromisoformat(start) if (start := _env("FEATURESTACK_START_DATE", "")) else None,
+        webhook_url=_env("FEATURESTACK_ALERT_WEBHOOK_URL", ""),
+        registry_db_url=_registry_db_url(profile),
+        redis_type=_redis_type(),
+        redis_write_mode=_redis_write_mode(),
+        serving=ServingSettings(
+            model_dir=_env("FEATURESTACK_MODEL_DIR", ""),
+            feature_service=_env("FEATURESTACK_SERVING_FEATURE_SERVICE", "fraud_detection_v1"),
+            max_batch_rows=int(_env("FEATURESTACK_SERVING_MAX_BATCH_ROWS", "512")),
+            max_wait_ms=float(_env("FEATURESTACK_SERVING_MAX_WAIT_MS", "2")),
+            max_request_rows=int(_env("FEATURESTACK_SERVING_MAX_REQUEST_ROWS", "4096")),
+            max_pending_rows=int(_env("FEATURESTACK_SERVING_MAX_PENDING_ROWS", "50000")),
+            redis_timeout_s=float(_env("FEATURESTACK_SERVING_REDIS_TIMEOUT_S", "0.5")),
+            device=_env("FEATURESTACK_SERVING_DEVICE", "auto"),
+            max_body_bytes=int(_env("FEATURESTACK_SERVING_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
+            api_key=_env("FEATURESTACK_API_KEY", ""),
+        ),
+        stream=StreamSettings(
+            log=_env("FEATURESTACK_STREAM_LOG", "redis"),
+            nats_url=_env("NATS_URL", "nats://127.0.0.1:4222"),
+            partitions=int(_env("FEATURESTACK_STREAM_PARTITIONS", "4")),
+            batch_events=int(_env("FEATURESTACK_STREAM_BATCH_EVENTS", "1000")),
+            block_ms=int(_env("FEATURESTACK_STREAM_BLOCK_MS", "5")),
+            publish_scored=_env("FEATURESTACK_SERVING_PUBLISH_EVENTS", "0") in ("1", "true", "yes"),
+        ),
+    )
+
+
+def utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+def demo_start_date(days: int) -> date:
+    """The first of `days` generated days that end yesterday (UTC), the last complete day: what a fresh
+    demo shows as fresh."""
+    return utc_today() - timedelta(days=days)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,101 @@
+"""The serving tests' model artifact, online data and server process (shared by test_serving_app and
+test_serving_overload; the `serving_settings` fixture in conftest.py uses them)."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pyarrow as pa
+import redis
+import torch
+
+from core.artifacts import ModelManifest, ViewPin
+from core.redis_server import free_port
+from core.settings import PROJECT_ROOT
+from onlinestore.online_writer import publish_latest
+from onlinestore.redis_layout import ViewLayout
+from training.model import FraudMLP, save_numpy_weights
+
+USERS = ViewLayout("user_velocity", (("user_id", "int64"),), (("txn_count_1h", "int64"), ("amount_mean_7d", "double")))
+MERCHANTS = ViewLayout("merchant_risk", (("merchant_id", "int64"),), (("chargeback_rate_30d", "double"),))
+REFS = ["user_velocity:txn_count_1h", "user_velocity:amount_mean_7d", "merchant_risk:chargeback_rate_30d"]
+UNKNOWN = 987_654_321
+
+
+def publish_online_data(url: str, project: str) -> None:
+    now = datetime.now(timezone.utc) - timedelta(minutes=1)
+    client = redis.Redis.from_url(url)
+    publish_latest(client, project, USERS, pa.table({
+        "user_id": pa.array(range(1, 41), pa.int64()),
+        "txn_count_1h": pa.array([u % 5 for u in range(1, 41)], pa.int64()),
+        "amount_mean_7d": pa.array([None if u == 40 else 10.0 * u for u in range(1, 41)], pa.float64()),
+        "event_timestamp": pa.array([now] * 40, pa.timestamp("us", tz="UTC")),
+    }))
+    publish_latest(client, project, MERCHANTS, pa.table({
+        "merchant_id": pa.array(range(1, 31), pa.int64()),
+        "chargeback_rate_30d": pa.array([m / 100 for m in range(1, 31)], pa.float64()),
+        "event_timestamp": pa.array([now] * 30, pa.timestamp("us", tz="UTC")),
+    }))
+    client.close()
+
+
+def write_model(model_dir, project: str) -> dict:
+    """An artifact in the layout `featurestack train` writes: model.pt + manifest.json."""
+    model_dir.mkdir(parents=True)
+    n_inputs = len(REFS) + 2 + 2  # store features, a missing flag per view, two request-time features
+    torch.manual_seed(0)
+    model = FraudMLP(n_inputs)
+    model.fit_scaler(torch.rand(64, n_inputs) * 100)  # a non-trivial scaler, like a trained one
+    torch.save(model.state_dict(), model_dir / "model.pt")
+    save_numpy_weights(model, model_dir / "weights.npz")
+    manifest = ModelManifest(
+        model="fraud_mlp", version="test-v1", project=project, feature_service="fraud_detection_v1", feature_refs=tuple(REFS),
+        user_mean_feature="user_velocity:amount_mean_7d", request_features=("amount_log", "amount_to_user_mean_7d"), n_inputs=n_inputs,
+        feature_views={layout.name: ViewPin(fingerprint="hand-made", join_keys=layout.join_keys, features=layout.features)
+                       for layout in (USERS, MERCHANTS)},
+    )
+    manifest.write(model_dir)
+    return manifest
+
+
+def wait_until(condition, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if condition():
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {seconds} s: {condition}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_server(environment: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`featurestack serve` in its own process (uvicorn) on a free port: (base URL, process) once
+    /readyz answers 200; stopped afterwards."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "featurestack.cli", "serve", "--port", str(port)], cwd=PROJECT_ROOT,
+                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert server.poll() is None, server.stdout.read().decode()
+        try:
+            return httpx.get(f"{base}/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, seconds=60)
+        yield base, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

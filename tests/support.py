@@ -1,0 +1,41 @@
+"""Helpers shared by test modules (test modules never import each other or conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import redis
+
+from core.redis_server import project_keys
+
+PLATFORM_DAYS = 3
+PLATFORM_TRANSACTIONS_PER_DAY = 1500
+
+
+def delete_project_keys(url: str, project: str) -> None:
+    """Remove only the keys of a test's own Feast project."""
+    client = redis.Redis.from_url(url)
+    keys = list(project_keys(client, project))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    client.close()
+
+
+@contextlib.contextmanager
+def platform_environment(state_dir, project: str, redis_url: str, **extra: str) -> Iterator[None]:
+    """The environment of a platform of its own (state folder, Feast project, Redis, local profile unless
+    `extra` says otherwise),
+    restored exactly afterwards (the platform code exports settings into os.environ)."""
+    saved_environment = dict(os.environ)
+    os.environ.update({
+        "FEATURESTACK_STATE_DIR": str(state_dir), "FEATURESTACK_FEAST_PROJECT": project,
+        "FEATURESTACK_OFFLINE_PROFILE": "local", "REDIS_URL": redis_url, **extra,
+    })
+    os.environ.pop("FEATURESTACK_DATA_DIR", None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environment)
