@@ -61,6 +61,9 @@ class Membership:
     """Live processors of a group (a sorted set of heartbeats) and the partition leases they hold."""
 
     _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+    # Free, or still ours (a Redis that came back from disk keeps the lease we held before it went away).
+    _ACQUIRE = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) "
+                "else return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) end")
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
     def __init__(self, client: redis.Redis, prefix: str, name: str, partitions: int):
@@ -68,6 +71,7 @@ class Membership:
         self.members_key = f"{prefix}:members"
         self.lease_keys = [f"{prefix}:lease:{p}" for p in range(partitions)]
         self._renew = client.register_script(self._RENEW)
+        self._acquire = client.register_script(self._ACQUIRE)
         self._release = client.register_script(self._RELEASE)
 
     def heartbeat(self) -> list[str]:
@@ -86,7 +90,7 @@ class Membership:
         return {p for p in range(self.partitions) if p % len(members) == position}
 
     def acquire(self, partition: int) -> bool:
-        return bool(self.client.set(self.lease_keys[partition], self.name, nx=True, px=LEASE_MS))
+        return bool(self._acquire(keys=[self.lease_keys[partition]], args=[self.name, LEASE_MS]))
 
     def renew(self, partition: int) -> bool:
         return bool(self._renew(keys=[self.lease_keys[partition]], args=[self.name, LEASE_MS]))

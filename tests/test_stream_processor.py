@@ -3,8 +3,11 @@ restart, poison and late events dead-lettered once, processors joining and leavi
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import shutil
+import subprocess
 import signal
 import threading
 import time
@@ -12,9 +15,11 @@ import time
 import pytest
 import redis
 
+from core.redis_server import free_port
 from eventlog.redis_streams import RedisEventLog
 from stream_support import (
     PARTITIONS, assert_rows_equal_the_aggregator, drain, make_entries, make_processor, make_records, online_state, run_in_child,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -93,3 +98,42 @@ def test_a_second_processor_joins_and_leaves_the_group(redis_url, velocity, proj
     reference_log.append(entries[1500:])
     drain(make_processor(redis_url, reference, velocity), reference_log)
     assert online_state(redis_url, shared) == online_state(redis_url, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
+def test_a_redis_restart_mid_stream_changes_nothing_in_the_end(redis_url, velocity, projects, tmp_path):
+    spec, _ = velocity
+    entries = make_entries(spec, make_records(3000, seed=4))
+    project = projects()
+    reference = RedisEventLog(redis.Redis.from_url(redis_url), project, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}")
+    reference.append(entries)
+    drain(make_processor(redis_url, project, velocity), reference)
+
+    # The same events through a Redis of its own that persists (append-only file) and restarts mid-stream.
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes", "--dir", str(tmp_path),
+              "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    subprocess.run(server, check=True)
+    wait_for(lambda: redis.Redis.from_url(url).ping())
+    try:
+        log = RedisEventLog(redis.Redis.from_url(url), project, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}")
+        log.append(entries[:1500])
+        stop = threading.Event()
+        processor = make_processor(url, project, velocity, batch=50)
+        worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
+        worker.start()
+        wait_for(lambda: sum(log.lag().values()) < 1000)
+        redis.Redis.from_url(url).shutdown(save=True)  # the processor now meets a refused connection
+        time.sleep(1)
+        subprocess.run(server, check=True)
+        wait_for(lambda: redis.Redis.from_url(url).ping())
+        log.append(entries[1500:])
+        wait_for(lambda: not any(log.lag().values()), seconds=120)
+        stop.set()
+        worker.join(timeout=30)
+        assert online_state(url, project) == online_state(redis_url, project)
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(url).shutdown(nosave=True)
