@@ -138,7 +138,9 @@ def run_pipelines(spark, landing: Path, out: Path, days: list[date]) -> dict[str
     from assets.partitions import lookback_dates
     from pipelines.offline_store import read_partitions, write_partition, write_table
     from pipelines.raw import CONTRACTS, split_valid_and_quarantined
-    from pipelines.registry import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES, load_pipeline
+    from core.feast_repo import load_repo_contents
+    from core.settings import load_settings
+    from pipelines.registry import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES, pipeline_for_view
 
     written: dict[str, list[Path]] = {}
     raw_dir = out / "raw"
@@ -155,8 +157,11 @@ def run_pipelines(spark, landing: Path, out: Path, days: list[date]) -> dict[str
             }
             valid, _ = split_valid_and_quarantined(landing_day, contract, day, references)
             written.setdefault(f"raw/{table}", []).append(write_partition(valid, raw_dir / table, day, contract.order_by).path)
-    for name, join_keys in (("user_velocity", ["user_id"]), ("merchant_risk", ["merchant_id"])):
-        pipeline = load_pipeline(name)
+    repo = load_repo_contents(load_settings())
+    join_key_of = {entity.name: entity.join_key for entity in repo.entities}
+    for view in repo.feature_views:
+        name, join_keys = view.name, [join_key_of[entity] for entity in view.entities]
+        pipeline = pipeline_for_view(view, join_keys)
         for day in days[-1:]:
             tables = {
                 table: read_partitions(spark, raw_dir / table, lookback_dates(day, back)) if table in RAW_PARTITIONED_TABLES

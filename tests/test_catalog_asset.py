@@ -63,7 +63,7 @@ def test_materializing_the_catalog_asset_writes_snapshot_and_pages(tmp_path, mon
     velocity = views["user_velocity"]
     assert velocity["offline"]["rows"] == 100 and velocity["validation"]["status"] == "failing"
     assert velocity["freshness"]["offline"]["status"] == "fresh"
-    assert velocity["pipeline"]["name"] == "user_velocity"
+    assert velocity["pipeline"]["name"] == "windowed"
     stats = {f["name"]: f["stats"] for f in snapshot["features"] if f["view"] == "user_velocity"}
     assert stats["txn_count_1h"]["max"] == 7 and stats["seconds_since_prev_txn"]["null_rate"] == 0.25
     assert views["merchant_risk"]["offline"]["rows"] == 0

@@ -35,6 +35,7 @@ def test_asset_graph_snapshot(definitions):
         "features/merchant_risk", "features/user_velocity",
         "online/merchant_risk", "online/user_velocity",
         "raw/chargebacks", "raw/merchants", "raw/transactions", "raw/users",
+        "stream/user_velocity",
         "training/fraud_detection_v1/model", "training/fraud_detection_v1/training_set",
     ]
     parents = {name: sorted(key.to_user_string() for key in node.parent_keys) for name, node in specs.items()}
@@ -45,7 +46,8 @@ def test_asset_graph_snapshot(definitions):
     assert partitioned == ["features/merchant_risk", "features/user_velocity", "online/merchant_risk",
                            "online/user_velocity", "raw/chargebacks", "raw/transactions"]
     assert specs["features/user_velocity"].owners == ["risk-data@featurestack.dev"]
-    assert specs["features/user_velocity"].tags["feast/pipeline"] == "user_velocity"
+    assert specs["features/user_velocity"].tags["feast/pipeline"] == "windowed"
+    assert specs["stream/user_velocity"].group_name == "stream"
 
 
 def test_lookback_becomes_a_partition_mapping(definitions):

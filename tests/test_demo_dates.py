@@ -3,9 +3,9 @@ partitions start at the first landed day, so a fresh `make demo` is fresh; tests
 
 from __future__ import annotations
 
-import pytest
-
 from datetime import date, timedelta
+
+import pytest
 
 from assets.partitions import daily_partitions
 from featurestack.cli import main
@@ -29,6 +29,7 @@ def test_generate_defaults_to_days_ending_yesterday_and_partitions_follow(tmp_pa
 
 def test_a_start_date_setting_still_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATURESTACK_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("FEATURESTACK_DATA_DIR", raising=False)  # else the session platform's lake (exported by Feast setup)
     monkeypatch.setenv("FEATURESTACK_START_DATE", "2026-11-01")
     assert main(["generate", "--days", "1", "--transactions-per-day", "40"]) == 0
     settings = load_settings()

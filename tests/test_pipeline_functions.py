@@ -121,3 +121,10 @@ def test_merchant_risk_window_is_30_days_and_idle_merchants_get_no_row(spark):
     result = _risk(spark, txns, [], merchants=((10, NOON), (11, NOON)))
     assert sorted(result) == [10]
     assert (result[10]["txn_count_30d"], result[10]["txn_count_1d"], result[10]["chargeback_rate_30d"]) == (1, 0, 0.0)
+
+
+def test_the_windowed_pipeline_reads_as_many_days_back_as_its_largest_window(user_velocity_spec):
+    from pipelines.windowed import windowed_pipeline
+
+    assert user_velocity_spec.largest_window == timedelta(days=7)
+    assert windowed_pipeline(user_velocity_spec).inputs == {"transactions": 7}

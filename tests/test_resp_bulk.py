@@ -73,7 +73,7 @@ def test_commands_are_well_formed_resp(mode):
 def test_with_numba_boundscheck_an_overrun_raises(tmp_path):
     """What make test's NUMBA_BOUNDSCHECK=1 pass relies on: our kernels, compiled with checks (a fresh
     numba cache, so nothing compiled without them is reused), raise IndexError on an overrun."""
-    overrun = "import numpy as np; from serving import resp_bulk; resp_bulk._put(np.empty(2, np.uint8), 0, np.ones(8, np.uint8), 0, 8)"
+    overrun = "import numpy as np; from onlinestore import resp_bulk; resp_bulk._put(np.empty(2, np.uint8), 0, np.ones(8, np.uint8), 0, 8)"
     result = subprocess.run([sys.executable, "-c", overrun], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)})
     assert result.returncode != 0 and "IndexError" in result.stderr, result.stderr[-2000:]

@@ -44,20 +44,26 @@ def event_streams(draw):
             events.append((f"u{user}-{len(events)}", user, merchant, amount, micros))
     events.sort(key=lambda e: (e[4], e[0]))
     arrival = list(range(len(events)))
-    # Delay some events: each moves later in the arrival order, but never past an event of its user
-    # that is a largest window (7 days) or more newer (that would exceed the allowed lateness).
-    for index in draw(st.lists(st.integers(0, len(events) - 1), max_size=len(events) // 2)):
-        position = arrival.index(index)
-        limit = position
+
+    def latest_position(index: int, after: int) -> int:
+        """The last position after `after` where event `index` still arrives within the allowed lateness:
+        before any event of its user a largest window (7 days) or more newer."""
+        limit = after
         while limit + 1 < len(arrival):
             later = events[arrival[limit + 1]]
             if later[1] == events[index][1] and later[4] >= events[index][4] + 7 * 86_400 * SECOND:
                 break
             limit += 1
-        arrival.insert(draw(st.integers(position, limit)), arrival.pop(position))
-    # At-least-once delivery: some events arrive twice.
+        return limit
+
+    # Delay some events: each moves later in the arrival order, within the allowed lateness.
+    for index in draw(st.lists(st.integers(0, len(events) - 1), max_size=len(events) // 2)):
+        position = arrival.index(index)
+        arrival.insert(draw(st.integers(position, latest_position(index, position))), arrival.pop(position))
+    # At-least-once delivery: some events arrive twice, again within the allowed lateness.
     for index in draw(st.lists(st.integers(0, len(events) - 1), max_size=3)):
-        arrival.insert(draw(st.integers(arrival.index(index), len(arrival))), index)
+        position = arrival.index(index)
+        arrival.insert(draw(st.integers(position, latest_position(index, position))) + 1, index)
     return events, arrival
 
 

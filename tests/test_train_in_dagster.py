@@ -25,11 +25,11 @@ def test_featurestack_train_records_the_training_assets(platform, capsys):
 
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         model = instance.get_latest_materialization_event(model_key("fraud_detection_v1")).asset_materialization
-        assert model.metadata["test_roc_auc"].value == round(manifest["metrics"]["test_roc_auc"], 4)
+        assert model.metadata["test_roc_auc"].value == round(manifest["training"]["metrics"]["test_roc_auc"], 4)
         assert model.metadata["model_version"].value == manifest["version"]
         assert model.metadata["promoted"].value == (returncode == 0)
         training_set = instance.get_latest_materialization_event(training_set_key("fraud_detection_v1")).asset_materialization
-        assert training_set.metadata["dagster/row_count"].value == manifest["rows"]["train"] + manifest["rows"]["test"]
+        assert training_set.metadata["dagster/row_count"].value == manifest["training"]["rows"]["train"] + manifest["training"]["rows"]["test"]
         check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(model_key("fraud_detection_v1"), METRIC_FLOOR_CHECK)]
         )[dg.AssetCheckKey(model_key("fraud_detection_v1"), METRIC_FLOOR_CHECK)]
