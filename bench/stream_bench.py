@@ -246,6 +246,7 @@ class OurStreamSide:
             lock = threading.Lock()
             producer_done = threading.Event()
             timing: dict[str, float] = {}
+            failure: list[BaseException] = []
 
             def produce() -> None:
                 users = max(1, total // 10)
@@ -274,11 +275,18 @@ class OurStreamSide:
                     sent = due
                     time.sleep(max(PRODUCER_TICK_S, started + sent / rate - time.monotonic()))
                 timing["ended"] = time.monotonic()
-                producer_done.set()
+
+            def produce_then_signal() -> None:
+                try:
+                    produce()
+                except BaseException as error:  # reported after the reader loop, which must end too
+                    failure.append(error)
+                finally:
+                    producer_done.set()
 
             switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(PRODUCER_TICK_S)  # the producer thread wakes on time while the reader polls
-            producer = threading.Thread(target=produce, name="freshness-producer", daemon=True)
+            producer = threading.Thread(target=produce_then_signal, name="freshness-producer", daemon=True)
             latencies, lost = [], 0
             try:
                 producer.start()
@@ -303,6 +311,8 @@ class OurStreamSide:
                 producer.join()
             finally:
                 sys.setswitchinterval(switch_interval)
+            if failure:
+                raise RuntimeError("freshness: the producer failed") from failure[0]
             deadline = time.monotonic() + VISIBLE_TIMEOUT_S
             while sum(log.lag().values()) and time.monotonic() < deadline:
                 time.sleep(0.01)
