@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.data import prepare
 
-BENCHMARKS = ("publish", "online", "pit", "pipelines", "serving")
+BENCHMARKS = ("publish", "online", "pit", "pipelines", "serving", "stream")
 
 
 class WorkerError(RuntimeError):
@@ -86,14 +86,15 @@ def _median(values: list[float]) -> float:
 
 
 def _row(work: str, baseline: str, base_runs: list[dict], our_runs: list[dict], identical: bool, **extra) -> dict:
-    base = _median([r["seconds"] for r in base_runs])
+    """A table row; no base_runs: a row without a baseline side (its baseline names what stands instead)."""
+    base = _median([r["seconds"] for r in base_runs]) if base_runs else None
     ours = _median([r["seconds"] for r in our_runs])
     return {
         "work": work,
         "baseline": baseline,
-        "baseline_median_s": round(base, 5),
+        "baseline_median_s": round(base, 5) if base is not None else None,
         "ours_median_s": round(ours, 5),
-        "ratio": round(base / ours, 2) if ours else None,
+        "ratio": round(base / ours, 2) if base is not None and ours else None,
         "identical": bool(identical),
         "baseline_runs_s": [round(r["seconds"], 5) for r in base_runs],
         "ours_runs_s": [round(r["seconds"], 5) for r in our_runs],
@@ -224,8 +225,14 @@ def _judge(rows: list[dict]) -> None:
             row["target_met"] = None  # report only
 
 
-def _fmt_s(seconds: float) -> str:
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _fmt_mib(mib: float | None) -> str:
+    return "-" if mib is None else f"{mib:.0f}"
 
 
 def print_table(rows: list[dict], skipped: dict[str, str]) -> str:
@@ -236,7 +243,7 @@ def print_table(rows: list[dict], skipped: dict[str, str]) -> str:
         lines.append([
             row["work"], row["baseline"], _fmt_s(row["baseline_median_s"]), _fmt_s(row["ours_median_s"]),
             f"{row['ratio']:.1f}x" if row["ratio"] else "-", "yes" if row["identical"] else "NO",
-            f"{row['baseline_peak_mib']:.0f}/{row['ours_peak_mib']:.0f}", f"{row['target']}: {met}",
+            f"{_fmt_mib(row['baseline_peak_mib'])}/{_fmt_mib(row['ours_peak_mib'])}", f"{row['target']}: {met}",
         ])
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
     out = [" | ".join(str(h).ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
@@ -261,6 +268,12 @@ def parse_args(argv=None):
     parser.add_argument("--serving-seconds", type=float, default=10, help="serving: seconds per side per repetition at that rate")
     parser.add_argument("--serving-batch-requests", type=int, default=30,
                         help="serving: requests of 1000 candidates per side per repetition (closed loop)")
+    parser.add_argument("--stream-events", type=int, default=50_000, help="stream: transactions the processor drains and Feast pushes")
+    parser.add_argument("--stream-users", type=int, default=5_000, help="stream: users those transactions are spread over")
+    parser.add_argument("--stream-batch", type=int, default=None,
+                        help="stream: the processor's batch_events and Feast's rows per push call (default: the stream settings')")
+    parser.add_argument("--freshness-rates", default="1000,5000", help="stream: comma-separated event rates of the freshness runs")
+    parser.add_argument("--freshness-seconds", type=float, default=5, help="stream: seconds per freshness run")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     parser.add_argument("--no-spark", action="store_true", help="leave out every Spark side (Feast's Spark offline store, the pipeline benchmark)")
     parser.add_argument("--quick", action="store_true", help="tiny scale, one repetition: a smoke run for tests")
@@ -273,10 +286,13 @@ def parse_args(argv=None):
         args.online_rows = min(args.online_rows, 200)
         args.serving_rate, args.serving_seconds = min(args.serving_rate, 50), min(args.serving_seconds, 2)
         args.serving_batch_requests = min(args.serving_batch_requests, 5)
+        args.stream_events, args.stream_users = min(args.stream_events, 2_000), min(args.stream_users, 200)
+        args.freshness_seconds = min(args.freshness_seconds, 1)
     if not 1_000 <= args.scale <= 50_000_000:
         parser.error("--scale must be between 1,000 and 50,000,000")
     args.entity_rows = args.entity_rows or max(100, args.scale // 10)
     args.transactions = args.transactions if args.transactions is not None else min(args.scale, 1_000_000)
+    args.freshness_rates = [float(rate) for rate in args.freshness_rates.split(",") if rate.strip()]
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(args.only) - set(BENCHMARKS)
     if unknown:
@@ -290,6 +306,7 @@ def main(argv=None) -> dict:
     from core.settings import load_settings
 
     settings = load_settings()
+    args.stream_batch = args.stream_batch or settings.stream.batch_events
     state_dir = Path(args.state_dir or settings.state_dir / "bench").resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     redis = ensure_redis(settings.redis_url, settings.state_dir)
@@ -324,6 +341,9 @@ def main(argv=None) -> dict:
         if wants_pipelines:
             workers["spark_pipelines"] = Worker("spark_pipelines", config_path, run_dir)
             workers["duckdb_pipelines"] = Worker("duckdb_pipelines", config_path, run_dir)
+        if "stream" in args.only:
+            workers["feast_stream"] = Worker("feast_stream", config_path, run_dir)
+            workers["ours_stream"] = Worker("ours_stream", config_path, run_dir)
         with ThreadPoolExecutor(len(workers) or 1) as pool:
             list(pool.map(Worker.wait_ready, workers.values()))
         if feast_benchmarks:
@@ -358,16 +378,22 @@ def main(argv=None) -> dict:
             if "online" not in args.only:
                 workers["ours"].call("online_setup")  # publishes merchant_risk
             rows.extend(bench_serving(args, data, config, workers["ours"], run_dir, row=_row, alternate=_alternate))
+        if "stream" in args.only:
+            print("bench: stream (processor vs feast push, freshness) ...", flush=True)
+            from bench.stream_bench import bench_stream
+
+            rows.extend(bench_stream(args, workers["feast_stream"], workers["ours_stream"], row=_row, alternate=_alternate))
     finally:
         for worker in workers.values():
             worker.close()
-        if feast_benchmarks or "serving" in args.only:
+        if feast_benchmarks or {"serving", "stream"} & set(args.only):
             import redis as redis_lib
 
             from bench.sides import delete_project_keys, spark_project
+            from bench.stream_bench import push_project
 
             client = redis_lib.Redis.from_url(redis.url)
-            for name in (project, spark_project(config)):
+            for name in (project, spark_project(config), push_project(config)):
                 delete_project_keys(client, name)
             client.close()
     _judge(rows)

@@ -75,9 +75,10 @@ def _timed(fn) -> tuple[float, Any]:
 
 
 def bench_definitions(data: BenchData, source_kind: str):
-    """Entities, views and services of feature_repo/ (names, schemas, TTLs, services), their sources
-    pointed at the benchmark data; user_velocity's source gains a created timestamp column."""
-    from feast import FeatureService, FeatureView, Field, FileSource
+    """Entities, views and services of feature_repo/ (names, schemas, TTLs, tags, services), their sources
+    pointed at the benchmark data; user_velocity's source gains a created timestamp column. A view fed by a
+    PushSource in feature_repo/ keeps it (same name) over the benchmark's batch source."""
+    from feast import FeatureService, FeatureView, Field, FileSource, PushSource
     from feast.data_format import ParquetFormat
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
     from feast.types import from_value_type
@@ -97,6 +98,8 @@ def bench_definitions(data: BenchData, source_kind: str):
         else:
             source = FileSource(name=f"{fv.name}_source", path=path, file_format=ParquetFormat(),
                                 timestamp_field="event_timestamp", created_timestamp_column=created)
+        if isinstance(fv.stream_source, PushSource):
+            source = PushSource(name=fv.stream_source.name, batch_source=source)
         view_entities = [entities[name] for name in fv.entities]
         key_fields = [Field(name=e.join_key, dtype=from_value_type(e.value_type)) for e in view_entities]
         views[fv.name] = FeatureView(
@@ -157,6 +160,8 @@ def delete_project_keys(client: redis.Redis, project: str) -> int:
 
 
 def redis_digest(client: redis.Redis, project: str) -> dict:
+    """sha256 of every key of a project with its fields (HGETALL), the key's project suffix stripped so
+    that two projects holding the same rows have the same digest."""
     suffix = project.encode()
     keys = sorted(k for k in client.scan_iter(match=b"*" + suffix, count=10_000) if k.endswith(suffix))
     digest = hashlib.sha256()
@@ -166,7 +171,7 @@ def redis_digest(client: redis.Redis, project: str) -> dict:
         for key in batch:
             pipe.hgetall(key)
         for key, fields in zip(batch, pipe.execute()):
-            digest.update(repr((key, sorted(fields.items()))).encode())
+            digest.update(repr((key[: -len(suffix)], sorted(fields.items()))).encode())
     return {"keys": len(keys), "digest": digest.hexdigest()}
 
 
@@ -430,7 +435,14 @@ class OurSide:
 SIDES = {"feast": FeastSide, "ours": OurSide}
 
 
-def _load_pipeline_sides():
-    from bench import pipelines_bench
+def load_side(name: str):
+    """The class of a worker's side; the pipeline and stream sides' modules are imported only by their workers."""
+    if name in SIDES:
+        return SIDES[name]
+    if name in ("spark_pipelines", "duckdb_pipelines"):
+        from bench import pipelines_bench
 
-    return {"spark_pipelines": pipelines_bench.SparkPipelines, "duckdb_pipelines": pipelines_bench.DuckDBPipelines}
+        return {"spark_pipelines": pipelines_bench.SparkPipelines, "duckdb_pipelines": pipelines_bench.DuckDBPipelines}[name]
+    from bench import stream_bench
+
+    return stream_bench.SIDES[name]

@@ -53,14 +53,9 @@ def main() -> None:
     sys.stdout = sys.stderr
     config = json.loads(Path(config_path).read_text())
     try:
-        if side_name in ("spark_pipelines", "duckdb_pipelines"):
-            from bench.sides import _load_pipeline_sides
+        from bench.sides import load_side
 
-            side = _load_pipeline_sides()[side_name](config)
-        else:
-            from bench.sides import SIDES
-
-            side = SIDES[side_name](config)
+        side = load_side(side_name)(config)
         protocol.write(json.dumps({"ok": True, "result": "ready"}) + "\n")
     except BaseException:
         protocol.write(json.dumps({"ok": False, "error": traceback.format_exc()}) + "\n")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.feast_repo import open_store
 from core.settings import Settings
 from core.windows import WindowedView, is_windowed
 from onlinestore.redis_layout import ViewLayout, layout_from_feature_view
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 
 @dataclass(frozen=True)
@@ -18,7 +22,11 @@ class StreamedView:
 
 def streamed_views(settings: Settings, redis_url: str) -> dict[str, StreamedView]:
     """Every registered view declared as windowed aggregations, by name (imports feast: seconds)."""
-    store = open_store(settings, redis_url)
+    return windowed_views(open_store(settings, redis_url))
+
+
+def windowed_views(store: FeatureStore) -> dict[str, StreamedView]:
+    """The windowed views a Feast store's registry holds, by name."""
     entities = store.list_entities()
     join_key = {entity.name: entity.join_key for entity in entities}
     value_types = {entity.join_key: entity.value_type for entity in entities}
