@@ -136,12 +136,18 @@ class RedisEventLog:
         return self.client.xrange(f"{self.prefix}:dead:{partition}")
 
     def lag(self) -> dict[int, int]:
-        """Entries not yet delivered to the group, per partition (Redis 7's XINFO GROUPS `lag`)."""
+        """Entries not yet processed (undelivered, or delivered and not acknowledged), per partition."""
         lags = {}
         for partition, key in enumerate(self.keys):
             groups = self.client.xinfo_groups(key) if self.client.exists(key) else []
             group = next((g for g in groups if g["name"].decode() == self.group), None)
-            lags[partition] = self.client.xlen(key) if group is None else int(group.get("lag") or 0) + int(group.get("pending") or 0)
+            if group is None:
+                lags[partition] = self.client.xlen(key)
+                continue
+            undelivered = group.get("lag")
+            if undelivered is None:  # Redis cannot tell (e.g. after a restart): count what follows the last delivery
+                undelivered = len(self.client.xrange(key, "(" + group["last-delivered-id"].decode(), "+"))
+            lags[partition] = int(undelivered) + int(group.get("pending") or 0)
         return lags
 
     def close(self) -> None:
