@@ -26,6 +26,7 @@ USERS = ViewLayout("user_velocity", (("user_id", "int64"),), (("txn_count_1h", "
 MERCHANTS = ViewLayout("merchant_risk", (("merchant_id", "int64"),), (("chargeback_rate_30d", "double"),))
 REFS = ["user_velocity:txn_count_1h", "user_velocity:amount_mean_7d", "merchant_risk:chargeback_rate_30d"]
 UNKNOWN = 987_654_321
+TTL_SECONDS = {"user_velocity": 7 * 86_400, "merchant_risk": 2 * 86_400}  # as the real views declare
 
 
 def publish_online_data(url: str, project: str) -> None:
@@ -57,7 +58,8 @@ def write_model(model_dir, project: str) -> dict:
     manifest = ModelManifest(
         model="fraud_mlp", version="test-v1", project=project, feature_service="fraud_detection_v1", feature_refs=tuple(REFS),
         user_mean_feature="user_velocity:amount_mean_7d", request_features=("amount_log", "amount_to_user_mean_7d"), n_inputs=n_inputs,
-        feature_views={layout.name: ViewPin(fingerprint="hand-made", join_keys=layout.join_keys, features=layout.features)
+        feature_views={layout.name: ViewPin(fingerprint="hand-made", join_keys=layout.join_keys, features=layout.features,
+                                            ttl_seconds=TTL_SECONDS[layout.name])
                        for layout in (USERS, MERCHANTS)},
     )
     manifest.write(model_dir)

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import numpy as np
@@ -279,3 +280,22 @@ def test_an_api_key_guards_predict_and_features_but_not_health(serving_settings)
         chunked = guarded.post("/predict", content=iter([b'{"transactions": [', b" " * 3000, b"]}"]),
                                headers={"Authorization": f"Bearer {secret}", "content-type": "application/json"})
         assert chunked.status_code == 413
+
+
+def test_values_older_than_their_views_ttl_are_served_missing_as_in_training(serving_settings):
+    # The online rows are a minute old. Scored as of later transactions, each view's TTL (7 days for
+    # user_velocity, 2 for merchant_risk) turns its value into a missing one, as the point-in-time join does.
+    now = datetime.now(timezone.utc)
+    with TestClient(create_app(serving_settings)) as client:
+        def scored(days_later: int) -> dict:
+            body = {"user_id": 1, "merchant_id": 1, "amount": 5.0, "event_timestamp": (now + timedelta(days=days_later)).isoformat()}
+            reply = client.post("/predict", params={"include_features": "true"}, json=body)
+            assert reply.status_code == 200, reply.text
+            return reply.json()["predictions"][0]
+
+        fresh, after_two_days, after_a_week = scored(0), scored(3), scored(8)
+    assert fresh["missing_views"] == [] and fresh["features"]["merchant_risk:chargeback_rate_30d"] == 0.01
+    assert after_two_days["missing_views"] == ["merchant_risk"] and after_two_days["features"]["merchant_risk:chargeback_rate_30d"] is None
+    assert after_two_days["features"]["user_velocity:txn_count_1h"] == 1
+    assert after_a_week["missing_views"] == ["user_velocity", "merchant_risk"]
+    assert set(after_a_week["features"].values()) == {None}
