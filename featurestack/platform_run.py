@@ -259,4 +259,6 @@ def print_summary(outcome: RunOutcome) -> None:
             print(f"  {name:<40} {values[0]}")
     print("\nnext: `make dev` opens the Dagster UI on http://127.0.0.1:3000 (dagster dev -w workspace.yaml),")
     print("      `featurestack catalog` serves the feature catalog on http://127.0.0.1:8080,")
-    print("      `featurestack status` shows the lake and Redis, `make test` runs the tests.")
+    print("      `featurestack status` shows the lake and Redis, `make test` runs the tests;")
+    print("      `featurestack train` then `featurestack replay` scores the last day through serving with the")
+    print("      stream keeping features fresh and prints the training/serving skew (`--mode daily`: without it).")
