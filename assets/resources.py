@@ -13,7 +13,7 @@ from pydantic import PrivateAttr
 
 from core.feast_repo import open_store
 from core.redis_server import RedisEndpoint, ensure_redis, redis_client
-from core.settings import Settings
+from core.settings import Settings, StreamSettings
 from pipelines.spark import spark_conf
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ class PlatformResource(dg.ConfigurableResource):
     data_dir: str
     feast_project: str
     offline_profile: str
-    start_date: str
+    start_date: str  # YYYY-MM-DD, or empty: the first landed day
     redis_type: str
     redis_write_mode: str
     spark_master: str
@@ -41,6 +41,8 @@ class PlatformResource(dg.ConfigurableResource):
     spark_conf: dict[str, str]
     redis_url: str = ""  # dg.EnvVar("REDIS_URL"), or empty: the local discovery
     registry_db_url: str = ""  # dg.EnvVar("FEATURESTACK_REGISTRY_DB_URL"), or empty: the file registry
+    stream_log: str = "redis"
+    stream_partitions: int = 4
 
     _settings: Settings | None = PrivateAttr(default=None)
     _endpoint: RedisEndpoint | None = PrivateAttr(default=None)
@@ -49,12 +51,13 @@ class PlatformResource(dg.ConfigurableResource):
     def from_settings(cls, settings: Settings) -> PlatformResource:
         return cls(
             state_dir=str(settings.state_dir), data_dir=str(settings.data_dir), feast_project=settings.feast_project,
-            offline_profile=settings.offline_profile, start_date=settings.start_date.isoformat(),
+            offline_profile=settings.offline_profile, start_date=settings.start_date.isoformat() if settings.start_date else "",
             redis_url=dg.EnvVar("REDIS_URL") if settings.redis_url else "",
             redis_type=settings.redis_type, redis_write_mode=settings.redis_write_mode,
             registry_db_url=dg.EnvVar("FEATURESTACK_REGISTRY_DB_URL") if settings.registry_db_url else "",
             spark_master=settings.spark_master, spark_driver_memory=settings.spark_driver_memory,
             spark_shuffle_partitions=settings.spark_shuffle_partitions, spark_conf=dict(settings.spark_conf),
+            stream_log=settings.stream.log, stream_partitions=settings.stream.partitions,
         )
 
     @property
@@ -65,8 +68,9 @@ class PlatformResource(dg.ConfigurableResource):
                 feast_project=self.feast_project, offline_profile=self.offline_profile,
                 spark_master=self.spark_master, spark_driver_memory=self.spark_driver_memory,
                 spark_shuffle_partitions=self.spark_shuffle_partitions, spark_conf=dict(self.spark_conf),
-                start_date=date.fromisoformat(self.start_date), registry_db_url=self.registry_db_url,
+                start_date=date.fromisoformat(self.start_date) if self.start_date else None, registry_db_url=self.registry_db_url,
                 redis_type=self.redis_type, redis_write_mode=self.redis_write_mode,
+                stream=StreamSettings(log=self.stream_log, partitions=self.stream_partitions),
             )
         return self._settings
 

@@ -110,3 +110,16 @@ def test_asset_checks_snapshot(definitions):
         name for name in checks if "freshness" in name
     }
     assert {sensor.name for sensor in definitions.sensors} >= {"freshness_checks_sensor", "alert_on_failed_checks", "alert_on_failed_runs"}
+
+
+def test_the_platform_resource_carries_the_settings_dagster_needs(tmp_path):
+    from dataclasses import replace
+
+    from assets.resources import PlatformResource
+    from core.settings import StreamSettings, load_settings
+
+    # The demo's default: no start date (the first landed day); a deployment's log partitions.
+    settings = replace(load_settings(), state_dir=tmp_path, start_date=None, stream=StreamSettings(partitions=8))
+    rebuilt = PlatformResource.from_settings(settings).settings
+    assert rebuilt.start_date is None and rebuilt.stream.partitions == 8
+    assert rebuilt.state_dir == tmp_path and rebuilt.feast_project == settings.feast_project
