@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -20,6 +19,7 @@ from core.redis_server import free_port
 from core.settings import PROJECT_ROOT
 from onlinestore.online_writer import publish_latest
 from onlinestore.redis_layout import ViewLayout
+from support import wait_until
 from training.model import FraudMLP, save_numpy_weights
 
 USERS = ViewLayout("user_velocity", (("user_id", "int64"),), (("txn_count_1h", "int64"), ("amount_mean_7d", "double")))
@@ -65,18 +65,6 @@ def write_model(model_dir, project: str) -> dict:
     manifest.write(model_dir)
     return manifest
 
-
-def wait_until(condition, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if condition():
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {seconds} s: {condition}")
-        time.sleep(0.1)
 
 
 @contextlib.contextmanager

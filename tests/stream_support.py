@@ -94,16 +94,3 @@ def assert_rows_equal_the_aggregator(redis_url, project, velocity, entries) -> N
     for index, user in enumerate(users):
         expected = [float("nan") if v is None else float(v) for v in newest[user].features]
         assert [v for v in online.values[index]] == pytest.approx(expected, nan_ok=True, rel=0, abs=0), user
-
-
-def wait_for(condition, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if condition():
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {condition}")
-        time.sleep(0.05)

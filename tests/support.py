@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 import redis
@@ -39,3 +40,16 @@ def platform_environment(state_dir, project: str, redis_url: str, **extra: str) 
     finally:
         os.environ.clear()
         os.environ.update(saved_environment)
+
+
+def wait_until(condition, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if condition():
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {seconds} s: {condition}")
+        time.sleep(0.1)

@@ -24,7 +24,8 @@ from serving.batching import MicroBatcher, Overloaded
 from serving.loadtest import run_load
 from serving.predictor import Predictor
 from serving.runner import NumpyMLP, TorchMLP
-from serving_support import REFS, UNKNOWN, publish_online_data, running_server, wait_until
+from serving_support import REFS, UNKNOWN, publish_online_data, running_server
+from support import wait_until
 from training.model import FraudMLP, model_inputs
 
 pytestmark = pytest.mark.integration

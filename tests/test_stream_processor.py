@@ -19,8 +19,8 @@ from core.redis_server import free_port
 from eventlog.redis_streams import RedisEventLog
 from stream_support import (
     PARTITIONS, assert_rows_equal_the_aggregator, drain, make_entries, make_processor, make_records, online_state, run_in_child,
-    wait_for,
 )
+from support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ def test_a_redis_restart_mid_stream_changes_nothing_in_the_end(redis_url, veloci
     server = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes", "--dir", str(tmp_path),
               "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
     subprocess.run(server, check=True)
-    wait_for(lambda: redis.Redis.from_url(url).ping())
+    wait_until(lambda: redis.Redis.from_url(url).ping())
     try:
         log = RedisEventLog(redis.Redis.from_url(url), project, spec.source_table, spec.entity_key, PARTITIONS, f"windows:{spec.view}")
         log.append(entries[:1500])
@@ -124,13 +124,13 @@ def test_a_redis_restart_mid_stream_changes_nothing_in_the_end(redis_url, veloci
         processor = make_processor(url, project, velocity, batch=50)
         worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
         worker.start()
-        wait_for(lambda: sum(log.lag().values()) < 1000)
+        wait_until(lambda: sum(log.lag().values()) < 1000)
         redis.Redis.from_url(url).shutdown(save=True)  # the processor now meets a refused connection
         time.sleep(1)
         subprocess.run(server, check=True)
-        wait_for(lambda: redis.Redis.from_url(url).ping())
+        wait_until(lambda: redis.Redis.from_url(url).ping())
         log.append(entries[1500:])
-        wait_for(lambda: not any(log.lag().values()), seconds=120)
+        wait_until(lambda: not any(log.lag().values()), seconds=120)
         stop.set()
         worker.join(timeout=30)
         assert online_state(url, project) == online_state(redis_url, project)
