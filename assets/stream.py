@@ -15,6 +15,7 @@ import dagster as dg
 from assets.resources import PlatformResource
 from eventlog.redis_streams import RedisEventLog
 from core.windows import VIEW_TAG_SOURCE, is_windowed
+from streaming.processor import consumer_group
 from streaming.status import stream_status
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ OBSERVE_INTERVAL_S = 60
 def _log(platform: PlatformResource, view: "FeatureView", join_key: str) -> RedisEventLog:
     settings = platform.settings
     return RedisEventLog(platform.redis_client(), settings.feast_project, view.tags[VIEW_TAG_SOURCE], join_key,
-                         settings.stream.partitions, f"windows:{view.name}")
+                         settings.stream.partitions, consumer_group(view.name))
 
 
 def stream_asset(view: "FeatureView", join_key: str) -> dg.SourceAsset:

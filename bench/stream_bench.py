@@ -157,7 +157,7 @@ class FeastStreamSide:
 def drain(client: redis.Redis, project: str, spec: WindowedView, layout: ViewLayout, partitions: int, batch_events: int,
           entries: list[dict]) -> dict:
     """Append `entries` to `project`'s log (not timed), then time one processor draining it."""
-    log = RedisEventLog(client, project, spec.source_table, spec.entity_key, partitions, consumer_group(spec))
+    log = RedisEventLog(client, project, spec.source_table, spec.entity_key, partitions, consumer_group(spec.view))
     log.append(entries)
     processor = StreamProcessor(client, project, spec, layout, partitions, batch_events=batch_events)
     started = time.perf_counter()
@@ -234,7 +234,7 @@ class OurStreamSide:
 
         project = self._fresh_project()
         log = RedisEventLog(self.client, project, self.spec.source_table, self.spec.entity_key, self.partitions,
-                            consumer_group(self.spec))
+                            consumer_group(self.spec.view))
         # A fresh interpreter holding the stream modules only: a fork would inherit this worker's heap (Feast
         # and its dependencies, ~400k objects), whose full collections pause the processor for ~0.5 s.
         context = multiprocessing.get_context("spawn")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import mmh3
@@ -64,10 +64,12 @@ def _micros(text: str, name: str) -> int:
         raise MalformedEvent(f"field {name!r}: not an ISO 8601 timestamp: {text[:64]!r}") from None
     if value.tzinfo is None:
         raise MalformedEvent(f"field {name!r}: timestamp without a time zone: {text[:64]!r}")
-    return (value - _EPOCH) // _ONE_MICROSECOND
+    return epoch_micros(value)
 
 
-_ONE_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc) - _EPOCH
+def epoch_micros(value: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime, exact (no float on the way)."""
+    return (value - _EPOCH) // timedelta(microseconds=1)
 
 
 def _integer(text: str, name: str) -> int:

@@ -127,7 +127,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     view = views[args.view]
     client = online_store_client(url, timeout_s=5.0)
     event_log = open_event_log(settings.stream, client, settings.feast_project, view.spec.source_table, view.spec.entity_key,
-                               consumer_group(view.spec))
+                               consumer_group(view.spec.view))
     processor = StreamProcessor(client, settings.feast_project, view.spec, view.layout, settings.stream.partitions,
                                 settings.stream.batch_events, settings.stream.block_ms, log=event_log)
     print(f"stream processor {processor.name}: {view.spec.source_table} events ({settings.stream.log} log) -> {args.view} "

@@ -39,7 +39,7 @@ from onlinestore.online_reader import online_store_client
 from onlinestore.online_writer import publish_latest, read_offline_latest
 from onlinestore.redis_layout import ViewLayout
 from serving.predictor import resolve_model_dir
-from streaming.processor import StreamProcessor
+from streaming.processor import StreamProcessor, consumer_group
 from streaming.views import streamed_views
 
 TRANSACTION_COLUMNS = ("txn_id", "user_id", "merchant_id", "amount", "event_timestamp")
@@ -195,7 +195,7 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
                               stream=replace(settings.stream, log="redis", publish_scored=mode == "stream"))
     stop = threading.Event()
     processor_thread = None
-    log = RedisEventLog(client, project, "transactions", "user_id", settings.stream.partitions, "windows:user_velocity")
+    log = RedisEventLog(client, project, "transactions", "user_id", settings.stream.partitions, consumer_group("user_velocity"))
     if mode == "stream":
         view = streamed_views(settings, redis_url)["user_velocity"]
         processor = StreamProcessor(online_store_client(redis_url, 5.0), project, view.spec, view.layout,

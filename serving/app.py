@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 import redis
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from core.redis_server import ensure_redis
 from core.settings import Settings, load_settings
-from eventlog.events import encode_record
+from eventlog.events import encode_record, epoch_micros
 from eventlog.logs import open_event_log
 from serving.batching import MicroBatcher, Overloaded
 from onlinestore.online_reader import online_store_client
@@ -46,8 +46,6 @@ from serving.schemas import (
     field_errors,
 )
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MICROSECOND = timedelta(microseconds=1)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -282,7 +280,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             np.fromiter((t.amount for t in transactions), np.float64, len(transactions)),
             # As of one microsecond before the transaction: the training set's entity timestamp (epoch
             # nanoseconds, clamped to int64: any valid date is accepted).
-            np.fromiter((min(max((time_ - EPOCH) // MICROSECOND * 1000 - 1000, INT64_MIN), INT64_MAX) for time_ in times),
+            np.fromiter((min(max(epoch_micros(time_) * 1000 - 1000, INT64_MIN), INT64_MAX) for time_ in times),
                         np.int64, len(transactions)),
         )
         predictions = await state["batcher"].submit(*columns)

@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -40,9 +39,9 @@ log = logging.getLogger(__name__)
 LEASE_MS = 3_000  # a processor that stops renewing loses its partitions after this long
 
 
-def consumer_group(spec: WindowedView) -> str:
+def consumer_group(view: str) -> str:
     """The log's consumer group of a view's processors (all of them read its events as one)."""
-    return f"windows:{spec.view}"
+    return f"windows:{view}"
 
 
 @dataclass
@@ -121,7 +120,7 @@ class StreamProcessor:
         self.client, self.project, self.spec, self.layout = client, project, spec, layout
         self.batch_events, self.block_ms = batch_events, block_ms
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.group = consumer_group(spec)
+        self.group = consumer_group(spec.view)
         self.log = log or RedisEventLog(client, project, spec.source_table, spec.entity_key, partitions, self.group)
         prefix = group_prefix(project, spec.source_table, spec.entity_key, self.group)
         self.membership = Membership(client, prefix, self.name, partitions)
@@ -228,7 +227,7 @@ class StreamProcessor:
                            f"{partition}:updated_ms": int(time.time() * 1000), f"{partition}:owner": self.name})
         self.client.hset(self.stats_key, mapping=fields)
 
-    def run(self, stop: threading.Event, on_idle: Callable[[], None] | None = None) -> None:
+    def run(self, stop: threading.Event) -> None:
         held = -1
         try:
             while not stop.is_set():
@@ -238,8 +237,7 @@ class StreamProcessor:
                     gc.freeze()
                     held = len(self.held)
                 try:
-                    if self.step() == 0 and on_idle:
-                        on_idle()
+                    self.step()
                 except (redis.ConnectionError, redis.TimeoutError) as error:
                     # Redis restarting: keep nothing half-known, rebuild from the log once it answers.
                     log.warning("%s: Redis unavailable (%s); retrying", self.name, error)

@@ -30,7 +30,7 @@ NATS = StreamSettings(log="nats", nats_url=load_settings().stream.nats_url, part
 
 
 def _open(redis_url: str, project: str, spec) -> NatsEventLog:
-    return open_event_log(NATS, redis.Redis.from_url(redis_url), project, spec.source_table, spec.entity_key, consumer_group(spec))
+    return open_event_log(NATS, redis.Redis.from_url(redis_url), project, spec.source_table, spec.entity_key, consumer_group(spec.view))
 
 
 @pytest.fixture
