@@ -195,22 +195,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         views = predictor.reader.views
 
-        names = predictor.reader.feature_refs
-
         def score(user_ids, merchant_ids, amounts, as_of_nanos):
             scored = predictor.predict(user_ids, merchant_ids, amounts, as_of_nanos)
             missing = scored.features.missing_entity
             count_missing("/predict", missing)
             any_missing = missing.any(axis=1).tolist()
             missing_rows = missing.tolist()
-            values = scored.features.values.astype(object)
-            values[np.isnan(scored.features.values)] = None
+            # (prediction, the row's feature values): the handler builds the features only when asked.
             return [
-                {"fraud_probability": probability, "missing_features": flag,
-                 "missing_views": [view for view, gone in zip(views, row) if gone] if flag else [],
-                 "features": dict(zip(names, served))}
+                ({"fraud_probability": probability, "missing_features": flag,
+                  "missing_views": [view for view, gone in zip(views, row) if gone] if flag else []}, served)
                 for probability, flag, row, served in zip(scored.scores.astype(np.float64).tolist(), any_missing, missing_rows,
-                                                          values.tolist())
+                                                          scored.features.values.tolist())
             ]
 
         batcher = MicroBatcher(score, serving.max_batch_rows, serving.max_wait_ms, serving.max_pending_rows,
@@ -283,9 +279,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             np.fromiter((min(max(epoch_micros(time_) * 1000 - 1000, INT64_MIN), INT64_MAX) for time_ in times),
                         np.int64, len(transactions)),
         )
-        predictions = await state["batcher"].submit(*columns)
-        if not include_features:
-            predictions = [{key: value for key, value in p.items() if key != "features"} for p in predictions]
+        scored = await state["batcher"].submit(*columns)
+        if include_features:  # NaN (a null value or a missing entity) is JSON null
+            names = state["predictor"].reader.feature_refs
+            predictions = [{**p, "features": {n: None if v != v else v for n, v in zip(names, served)}} for p, served in scored]
+        else:
+            predictions = [p for p, _ in scored]
         if state["event_log"] is not None:
             records = [encode_record({"txn_id": t.txn_id or uuid.uuid4().hex, "user_id": t.user_id, "merchant_id": t.merchant_id,
                                       "amount": t.amount, "event_timestamp": time_}) for t, time_ in zip(transactions, times)]
