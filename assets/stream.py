@@ -16,7 +16,7 @@ from assets.resources import PlatformResource
 from eventlog.redis_streams import RedisEventLog
 from core.windows import VIEW_TAG_SOURCE, is_windowed
 from streaming.processor import consumer_group
-from streaming.status import stream_status
+from streaming.status import StreamStatus, stream_status
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureView
@@ -28,10 +28,10 @@ DEFAULT_MAX_LAG_S = 60.0
 OBSERVE_INTERVAL_S = 60
 
 
-def _log(platform: PlatformResource, view: "FeatureView", join_key: str) -> RedisEventLog:
+def _status(platform: PlatformResource, view: "FeatureView", join_key: str) -> StreamStatus:
     settings = platform.settings
-    return RedisEventLog(platform.redis_client(), settings.feast_project, view.tags[VIEW_TAG_SOURCE], join_key,
-                         settings.stream.partitions, consumer_group(view.name))
+    return stream_status(RedisEventLog(platform.redis_client(), settings.feast_project, view.tags[VIEW_TAG_SOURCE], join_key,
+                                       settings.stream.partitions, consumer_group(view.name)))
 
 
 def stream_asset(view: "FeatureView", join_key: str) -> dg.SourceAsset:
@@ -44,7 +44,7 @@ def stream_asset(view: "FeatureView", join_key: str) -> dg.SourceAsset:
         tags={"feast/feature_view": view.name}, owners=[view.owner] if view.owner else None,
     )
     def _observe(platform: PlatformResource) -> dg.ObserveResult:
-        status = stream_status(platform.redis_client(), _log(platform, view, join_key))
+        status = _status(platform, view, join_key)
         return dg.ObserveResult(metadata={
             "events_waiting": status.unprocessed, "lag_seconds": round(status.lag_seconds, 3),
             "events_per_second": round(status.events_per_second, 2), "processors": status.processors,
@@ -61,7 +61,7 @@ def stream_lag_check(view: "FeatureView", join_key: str) -> dg.AssetChecksDefini
         f"Fails when an event has waited more than {max_lag:g} s (tag {MAX_LAG_TAG}) to reach `{view.name}` online, "
         "or events wait while no processor is alive."))
     def _check(platform: PlatformResource) -> dg.AssetCheckResult:
-        status = stream_status(platform.redis_client(), _log(platform, view, join_key))
+        status = _status(platform, view, join_key)
         stalled = status.unprocessed > 0 and status.processors == 0
         passed = status.lag_seconds <= max_lag and not stalled
         return dg.AssetCheckResult(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import redis
 
 from eventlog.redis_streams import RedisEventLog
 from streaming.processor import LEASE_MS
@@ -30,7 +29,8 @@ def _millis(entry_id: bytes | str) -> int:
     return int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")[0])
 
 
-def stream_status(client: redis.Redis, log: RedisEventLog, now_ms: int | None = None) -> StreamStatus:
+def stream_status(log: RedisEventLog, now_ms: int | None = None) -> StreamStatus:
+    client = log.client
     now_ms = now_ms or int(time.time() * 1000)
     oldest, recent, dead = None, 0, 0
     for partition, key in enumerate(log.keys):
