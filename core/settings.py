@@ -93,6 +93,8 @@ class Settings:
     registry_db_url: str = ""
     redis_type: str = "redis"  # or redis_cluster (REDIS_URL then names one node of the cluster)
     redis_write_mode: str = "auto"  # one of REDIS_WRITE_MODES
+    # MLflow tracking and model registry; empty: the embedded sqlite store under the state folder
+    mlflow_tracking_uri: str = ""
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
     stream: StreamSettings = field(default_factory=lambda: StreamSettings())
 
@@ -124,6 +126,20 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.state_dir / "models"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        """Where runs' artifacts go for a new experiment (the store keeps only their location)."""
+        return self.state_dir / "mlflow" / "artifacts"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Registered versions fetched for serving (core.model_registry.ModelRegistry.fetch)."""
+        return self.state_dir / "mlflow" / "model-cache"
 
     @property
     def feature_store_yaml(self) -> Path:
@@ -181,6 +197,7 @@ def load_settings() -> Settings:
         registry_db_url=_registry_db_url(profile),
         redis_type=_redis_type(),
         redis_write_mode=_redis_write_mode(),
+        mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", ""),
         serving=ServingSettings(
             model_dir=_env("FEATURESTACK_MODEL_DIR", ""),
             feature_service=_env("FEATURESTACK_SERVING_FEATURE_SERVICE", "fraud_detection_v1"),

@@ -1,0 +1,127 @@
+"""The model registry (MLflow): registered versions of a model, the `champion` and `challenger` aliases,
+and each version's serving artifact fetched to a local folder.
+
+A registered version's MLflow model carries our serving artifact as its extra files: the folder
+`featurestack train` writes (manifest.json, model.pt, weights.npz; see core.artifacts). Training
+registers it, the promotion gate moves the aliases, serving resolves `models:/<name>@<alias>` to a
+local folder that ModelManifest.read and serving's runners read, and the catalog lists versions and
+aliases. mlflow is imported lazily: the CLI and the catalog start without it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+# Where the serving artifact sits inside a registered version's model (mlflow's folder for extra_files).
+ARTIFACT_SUBDIR = "extra_files"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str  # the registry's version number, as text
+    run_id: str
+    aliases: tuple[str, ...]
+    tags: dict[str, str]
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A version fetched for serving: `model_dir` holds manifest.json and the model files."""
+
+    version: ModelVersion
+    model_dir: Path
+
+
+def parse_model_uri(uri: str) -> tuple[str, str]:
+    """`models:/<name>@<alias>` -> (name, alias). Only aliases: serving follows an alias as it moves."""
+    prefix = "models:/"
+    name, sep, alias = uri[len(prefix):].partition("@") if uri.startswith(prefix) else ("", "", "")
+    if not (name and sep and alias) or "/" in name:
+        raise ValueError(f"model URI must look like models:/<name>@<alias>, got {uri!r}")
+    return name, alias
+
+
+class ModelRegistry:
+    """The registry at `tracking_uri` (sqlite:///... embedded, postgresql+psycopg://... deployed).
+
+    `cache_dir` keeps fetched versions (one folder per name/version, written atomically)."""
+
+    def __init__(self, tracking_uri: str, cache_dir: Path):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.cache_dir = cache_dir
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def _version(self, raw) -> ModelVersion:
+        return ModelVersion(name=raw.name, version=str(raw.version), run_id=raw.run_id or "",
+                            aliases=tuple(sorted(raw.aliases or ())), tags=dict(raw.tags or {}),
+                            created_ms=int(raw.creation_timestamp or 0))
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of `name`, newest first (empty when the model was never registered)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            return []
+        # get_model_version fills in aliases; search results of some stores leave them empty.
+        found = self.client.search_model_versions(f"name = '{name}'")
+        return sorted((self._version(self.client.get_model_version(name, raw.version)) for raw in found),
+                      key=lambda v: int(v.version), reverse=True)
+
+    def get(self, name: str, version: str) -> ModelVersion:
+        return self._version(self.client.get_model_version(name, version))
+
+    def by_alias(self, name: str, alias: str) -> ModelVersion | None:
+        """The version `alias` points at, or None when the alias (or the model) does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._version(self.client.get_model_version_by_alias(name, alias))
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.client.delete_registered_model_alias(name, alias)
+
+    def fetch(self, version: ModelVersion) -> ResolvedModel:
+        """The version's serving artifact as a local folder (downloaded once, then read from the cache)."""
+        target = self.cache_dir / version.name / version.version
+        if not (target / "manifest.json").is_file():
+            import mlflow.artifacts
+
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{version.name}-{version.version}-", dir=self.cache_dir))
+            try:
+                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}",
+                                                    dst_path=str(staging), tracking_uri=self.tracking_uri)
+                if not (staging / ARTIFACT_SUBDIR / "manifest.json").is_file():
+                    raise ValueError(f"models:/{version.name}/{version.version} carries no featurestack serving artifact "
+                                     f"({ARTIFACT_SUBDIR}/manifest.json): register it with `featurestack train`")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():  # a half-written folder from an interrupted fetch
+                    shutil.rmtree(target)
+                (staging / ARTIFACT_SUBDIR).replace(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return ResolvedModel(version=version, model_dir=target)
+
+    def resolve(self, uri: str) -> ResolvedModel | None:
+        """`models:/<name>@<alias>` fetched, or None when the alias is not set."""
+        name, alias = parse_model_uri(uri)
+        version = self.by_alias(name, alias)
+        return self.fetch(version) if version is not None else None
