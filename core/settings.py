@@ -49,6 +49,15 @@ class ServingSettings:
     device: str = "auto"  # auto: CUDA (torch) when a GPU is present, else the model on numpy (no torch import); cpu; cuda
     max_body_bytes: int = 4 * 1024 * 1024  # larger request bodies get 413 before they are read
     api_key: str = field(default="", repr=False)  # bearer token for /predict and /features; empty: open
+    # The served-feature log (serving/feature_log.py): every scored row into the offline store, written
+    # in the background. Rows beyond the buffer bound (rows not yet on disk) are dropped and counted.
+    served_log: bool = True
+    served_log_buffer_rows: int = 100_000
+    served_log_flush_rows: int = 20_000  # a flush starts at this many buffered rows ...
+    served_log_flush_interval_s: float = 60.0  # ... or this long after the last one, whichever comes first
+    # What the serving machine (its GPU) costs per hour: with a price, /metrics estimates the cost per
+    # 1,000 predictions. 0: no estimate.
+    gpu_hourly_price_usd: float = 0.0
 
     def __post_init__(self) -> None:
         # A request larger than the queue bound would be refused as "overloaded" forever.
@@ -57,6 +66,15 @@ class ServingSettings:
                 f"FEATURESTACK_SERVING_MAX_PENDING_ROWS ({self.max_pending_rows}) must be at least "
                 f"FEATURESTACK_SERVING_MAX_REQUEST_ROWS ({self.max_request_rows})"
             )
+        if not 0 < self.served_log_flush_rows <= self.served_log_buffer_rows:
+            raise ValueError(
+                f"FEATURESTACK_SERVED_LOG_FLUSH_ROWS ({self.served_log_flush_rows}) must be positive and at most "
+                f"FEATURESTACK_SERVED_LOG_BUFFER_ROWS ({self.served_log_buffer_rows})"
+            )
+        if not self.served_log_flush_interval_s > 0:
+            raise ValueError(f"FEATURESTACK_SERVED_LOG_FLUSH_INTERVAL_S must be positive, got {self.served_log_flush_interval_s}")
+        if not self.gpu_hourly_price_usd >= 0:
+            raise ValueError(f"FEATURESTACK_GPU_HOURLY_PRICE_USD must be a price of 0 or more, got {self.gpu_hourly_price_usd}")
 
 
 @dataclass(frozen=True)
@@ -176,6 +194,13 @@ def _redis_write_mode() -> str:
     return mode
 
 
+def _flag(name: str, default: str) -> bool:
+    value = _env(name, default).lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise ValueError(f"{name} must be 1/true/yes or 0/false/no, got {value!r}")
+    return value in ("1", "true", "yes")
+
+
 def load_settings() -> Settings:
     """Read settings from the environment (uncached: tests build their own)."""
     state_dir = Path(_env("FEATURESTACK_STATE_DIR", str(PROJECT_ROOT / ".state"))).resolve()
@@ -209,6 +234,11 @@ def load_settings() -> Settings:
             device=_env("FEATURESTACK_SERVING_DEVICE", "auto"),
             max_body_bytes=int(_env("FEATURESTACK_SERVING_MAX_BODY_BYTES", str(4 * 1024 * 1024))),
             api_key=_env("FEATURESTACK_API_KEY", ""),
+            served_log=_flag("FEATURESTACK_SERVED_LOG", "1"),
+            served_log_buffer_rows=int(_env("FEATURESTACK_SERVED_LOG_BUFFER_ROWS", "100000")),
+            served_log_flush_rows=int(_env("FEATURESTACK_SERVED_LOG_FLUSH_ROWS", "20000")),
+            served_log_flush_interval_s=float(_env("FEATURESTACK_SERVED_LOG_FLUSH_INTERVAL_S", "60")),
+            gpu_hourly_price_usd=float(_env("FEATURESTACK_GPU_HOURLY_PRICE_USD", "0")),
         ),
         stream=StreamSettings(
             log=_env("FEATURESTACK_STREAM_LOG", "redis"),

@@ -3,7 +3,7 @@
 POST /predict   one transaction, or {"transactions": [...]} (up to max_request_rows candidates)
 POST /features  the manifest's online features for {"entities": [...]}
 GET  /healthz   the process is up;  GET /readyz  model loaded and Redis answering
-GET  /metrics   Prometheus: latencies, batch sizes, Redis errors, model device
+GET  /metrics   Prometheus: latencies, batch sizes, Redis errors, model device, served feature ages, GPU use
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -30,6 +31,9 @@ from core.settings import Settings, load_settings
 from eventlog.events import encode_record, epoch_micros
 from eventlog.logs import open_event_log
 from serving.batching import MicroBatcher, Overloaded
+from serving.feature_log import ServedFeatureLog
+from serving.gpu_metrics import GpuMetrics, GpuUnavailable
+from serving.served_metrics import ServedFeatureMetrics
 from onlinestore.online_reader import online_store_client
 from serving.predictor import Predictor, resolve_model_dir
 from serving.readiness import FeatureProbe
@@ -45,8 +49,10 @@ from serving.schemas import (
     document_request_bodies,
     field_errors,
 )
+from training.features import request_inputs
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+log = logging.getLogger(__name__)
 
 
 class Metrics:
@@ -178,6 +184,24 @@ async def _json(request: Request) -> object:
                                        "msg": "body is not JSON this server reads: nested too deeply"}]) from None
 
 
+def _open_monitoring(settings: Settings, predictor: Predictor, registry: CollectorRegistry) \
+        -> tuple[ServedFeatureMetrics, GpuMetrics | None, ServedFeatureLog | None]:
+    """What serving reports about itself: served-feature metrics, GPU use (None without a GPU) and the
+    served-feature log (None when switched off)."""
+    serving = settings.serving
+    served_metrics = ServedFeatureMetrics(registry, serving.gpu_hourly_price_usd)
+    try:
+        gpu_metrics = GpuMetrics.open(registry)
+    except GpuUnavailable as why:
+        log.info("no GPU metrics: %s", why)
+        gpu_metrics = None
+    feature_log = ServedFeatureLog(
+        settings.offline_dir, predictor.manifest.feature_service, predictor.reader.join_keys, predictor.reader.feature_refs,
+        predictor.manifest.request_features, registry, serving.served_log_buffer_rows, serving.served_log_flush_rows,
+        serving.served_log_flush_interval_s) if serving.served_log else None
+    return served_metrics, gpu_metrics, feature_log
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     serving = settings.serving
@@ -194,11 +218,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.device.labels(device=predictor.device, runtime=predictor.runner.runtime, model_version=predictor.version).set(1)
 
         views = predictor.reader.views
+        served_metrics, gpu_metrics, feature_log = _open_monitoring(settings, predictor, metrics.registry)
 
-        def score(user_ids, merchant_ids, amounts, as_of_nanos):
+        def score(user_ids, merchant_ids, amounts, as_of_nanos, request_ids, txn_ids, event_micros):
             scored = predictor.predict(user_ids, merchant_ids, amounts, as_of_nanos)
             missing = scored.features.missing_entity
             count_missing("/predict", missing)
+            served_metrics.observe(scored.features)
+            if feature_log is not None:
+                feature_log.record(request_ids=request_ids, txn_ids=txn_ids, event_micros=event_micros,
+                                   entities={"user_id": user_ids, "merchant_id": merchant_ids}, features=scored.features.values,
+                                   request_features=request_inputs(scored.inputs), scores=scored.scores,
+                                   model_name=predictor.manifest.model, model_version=predictor.version)
             any_missing = missing.any(axis=1).tolist()
             missing_rows = missing.tolist()
             # (prediction, the row's feature values): the handler builds the features only when asked.
@@ -225,6 +256,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await batcher.stop()
+            if feature_log is not None:
+                await asyncio.to_thread(feature_log.close)  # writes what is buffered
+            served_metrics.close()
+            if gpu_metrics is not None:
+                gpu_metrics.close()
             if event_log is not None:
                 await asyncio.to_thread(event_log.close)
             client.close()
@@ -270,14 +306,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.request_rows.observe(len(transactions))
         now = datetime.now(timezone.utc)
         times = [t.event_timestamp or now for t in transactions]
+        event_micros = np.fromiter((epoch_micros(time_) for time_ in times), np.int64, len(transactions))
+        request_id = uuid.uuid4().hex
         columns = (
             np.fromiter((t.user_id for t in transactions), np.int64, len(transactions)),
             np.fromiter((t.merchant_id for t in transactions), np.int64, len(transactions)),
             np.fromiter((t.amount for t in transactions), np.float64, len(transactions)),
             # As of one microsecond before the transaction: the training set's entity timestamp (epoch
             # nanoseconds, clamped to int64: any valid date is accepted).
-            np.fromiter((min(max(epoch_micros(time_) * 1000 - 1000, INT64_MIN), INT64_MAX) for time_ in times),
+            np.fromiter((min(max(micros * 1000 - 1000, INT64_MIN), INT64_MAX) for micros in event_micros.tolist()),
                         np.int64, len(transactions)),
+            # For the served-feature log: the request, the client's transaction ids, the transactions' instants.
+            np.full(len(transactions), request_id, dtype=object),
+            np.array([t.txn_id for t in transactions], dtype=object),
+            event_micros,
         )
         scored = await state["batcher"].submit(*columns)
         if include_features:  # NaN (a null value or a missing entity) is JSON null
@@ -290,7 +332,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                       "amount": t.amount, "event_timestamp": time_}) for t, time_ in zip(transactions, times)]
             await asyncio.to_thread(state["event_log"].append, records)
         # Plain JSON types already: skip FastAPI's jsonable_encoder (5 ms per 1000 rows).
-        return JSONResponse({"model_version": state["predictor"].version, "predictions": predictions})
+        return JSONResponse({"model_version": state["predictor"].version, "predictions": predictions},
+                            headers={"X-Request-ID": request_id})
 
     @app.post("/features", response_model=None, responses=FEATURES_RESPONSES)
     async def features(request: Request) -> JSONResponse:

@@ -33,6 +33,7 @@ def resolve_model_dir(settings: Settings) -> Path:
 class Scored:
     scores: np.ndarray
     features: OnlineFeatures
+    inputs: np.ndarray  # what the model was fed (training.features.model_inputs)
 
 
 class Predictor:
@@ -66,4 +67,4 @@ class Predictor:
         missing, as in the training set."""
         features = self.reader.read({"user_id": user_ids, "merchant_id": merchant_ids}, as_of_nanos)
         inputs = model_inputs(features.values, features.missing_entity, amounts, self._user_mean_column)
-        return Scored(scores=self.runner.probabilities(inputs), features=features)
+        return Scored(scores=self.runner.probabilities(inputs), features=features, inputs=inputs)

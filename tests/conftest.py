@@ -99,7 +99,8 @@ def serving_settings(tmp_path_factory, redis_url):
     promote(state / "models", write_model(state / "models" / "fraud_detection_v1" / "test-v1", project))
     publish_online_data(redis_url, project)
     settings = load_settings()
-    yield replace(settings, state_dir=state, redis_url=redis_url, feast_project=project,
+    # Its own lake too: the served-feature log writes there.
+    yield replace(settings, state_dir=state, data_dir=state / "data", redis_url=redis_url, feast_project=project,
                   serving=replace(settings.serving, model_dir="", max_request_rows=50, max_wait_ms=1.0))
     delete_project_keys(redis_url, project)
 
