@@ -22,3 +22,21 @@ def test_the_write_mode_defaults_to_restore_for_new_keys_and_can_force_hset(monk
     assert load_settings().redis_write_mode == "auto"
     monkeypatch.setenv("FEATURESTACK_REDIS_WRITE_MODE", "hset")
     assert load_settings().redis_write_mode == "hset"
+
+
+def test_the_served_feature_log_is_on_by_default_and_its_settings_are_checked(monkeypatch):
+    for name in ("FEATURESTACK_SERVED_LOG", "FEATURESTACK_SERVED_LOG_BUFFER_ROWS", "FEATURESTACK_SERVED_LOG_FLUSH_ROWS",
+                 "FEATURESTACK_GPU_HOURLY_PRICE_USD"):
+        monkeypatch.delenv(name, raising=False)
+    serving = load_settings().serving
+    assert serving.served_log is True and serving.served_log_flush_rows <= serving.served_log_buffer_rows
+    assert serving.gpu_hourly_price_usd == 0
+    monkeypatch.setenv("FEATURESTACK_SERVED_LOG", "0")
+    monkeypatch.setenv("FEATURESTACK_GPU_HOURLY_PRICE_USD", "3.72")
+    assert load_settings().serving.served_log is False and load_settings().serving.gpu_hourly_price_usd == 3.72
+    for name, value in (("FEATURESTACK_SERVED_LOG", "maybe"), ("FEATURESTACK_SERVED_LOG_FLUSH_ROWS", "200000"),
+                        ("FEATURESTACK_SERVED_LOG_FLUSH_INTERVAL_S", "0"), ("FEATURESTACK_GPU_HOURLY_PRICE_USD", "-1")):
+        with monkeypatch.context() as changed:
+            changed.setenv(name, value)
+            with pytest.raises(ValueError, match=name):
+                load_settings()
