@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.data import prepare
 
-BENCHMARKS = ("publish", "online", "pit", "pipelines", "serving", "stream")
+BENCHMARKS = ("publish", "online", "pit", "pipelines", "serving", "serving-log", "stream")
 
 
 class WorkerError(RuntimeError):
@@ -366,10 +366,7 @@ def main(argv=None) -> dict:
         if wants_pipelines:
             print("bench: pipelines ...", flush=True)
             rows.append(bench_pipelines(args, data, workers["spark_pipelines"], workers["duckdb_pipelines"]))
-        if "serving" in args.only:
-            print("bench: serving (/predict vs feast serve) ...", flush=True)
-            from bench.serving_bench import bench_serving
-
+        if {"serving", "serving-log"} & set(args.only):
             if "ours" not in workers:
                 workers["ours"] = Worker("ours", config_path, run_dir)
                 workers["ours"].call("apply")
@@ -377,7 +374,16 @@ def main(argv=None) -> dict:
                 workers["ours"].call("publish")  # user_velocity online (the publish benchmark leaves it otherwise)
             if "online" not in args.only:
                 workers["ours"].call("online_setup")  # publishes merchant_risk
+        if "serving" in args.only:
+            print("bench: serving (/predict vs feast serve) ...", flush=True)
+            from bench.serving_bench import bench_serving
+
             rows.extend(bench_serving(args, data, config, workers["ours"], run_dir, row=_row, alternate=_alternate))
+        if "serving-log" in args.only:
+            print("bench: serving-log (/predict with the served-feature log on vs off) ...", flush=True)
+            from bench.serving_log_bench import bench_serving_log
+
+            rows.extend(bench_serving_log(args, data, config, workers["ours"], run_dir, row=_row, alternate=_alternate))
         if "stream" in args.only:
             print("bench: stream (processor vs feast push, freshness) ...", flush=True)
             from bench.stream_bench import bench_stream
@@ -386,7 +392,7 @@ def main(argv=None) -> dict:
     finally:
         for worker in workers.values():
             worker.close()
-        if feast_benchmarks or {"serving", "stream"} & set(args.only):
+        if feast_benchmarks or {"serving", "serving-log", "stream"} & set(args.only):
             import redis as redis_lib
 
             from bench.sides import delete_project_keys, spark_project

@@ -228,14 +228,17 @@ def start_feast_server(config: dict, work_dir: Path, taken: set[int]) -> Server:
     )
 
 
-def start_our_server(config: dict, model_dir: str, work_dir: Path, taken: set[int]) -> Server:
+def start_our_server(config: dict, model_dir: str, work_dir: Path, taken: set[int], name: str = "featurestack serve",
+                     env: dict[str, str] | None = None) -> Server:
+    """`env`: settings of this server (its state folder, and so its lake, is its own: work_dir/<name>_state)."""
     port = _free_port(taken)
+    slug = name.replace(" ", "_")
     return Server(
-        "featurestack serve",
+        name,
         [sys.executable, "-m", "featurestack.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         {**_server_env(), "FEATURESTACK_MODEL_DIR": model_dir, "REDIS_URL": config["redis_url"],
-         "FEATURESTACK_FEAST_PROJECT": config["project"], "FEATURESTACK_STATE_DIR": str(work_dir / "serving_state")},
-        port, "/readyz", work_dir / "featurestack_serve.log",
+         "FEATURESTACK_FEAST_PROJECT": config["project"], "FEATURESTACK_STATE_DIR": str(work_dir / f"{slug}_state"), **(env or {})},
+        port, "/readyz", work_dir / f"{slug}.log",
     )
 
 

@@ -180,27 +180,22 @@ class ServedFeatureLog:
         def joined(arrays):
             return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
 
-        def repeated(values, dtype):
-            return np.repeat(np.array(values, dtype=dtype), [batch.rows for batch in batches])
-
+        counts = [batch.rows for batch in batches]
         features = joined([batch.features for batch in batches])
         request = joined([batch.request_features for batch in batches])
         columns = {
-            "request_id": pa.array(joined([batch.request_ids for batch in batches]), pa.string()),
-            "txn_id": pa.array(joined([batch.txn_ids for batch in batches]), pa.string()),
-            "event_timestamp": pa.array(joined([batch.event_micros for batch in batches]).astype(np.int64), TIMESTAMP),
-            "scored_at": pa.array(repeated([batch.scored_at_micros for batch in batches], np.int64), TIMESTAMP),
-            "model_name": pa.array(repeated([batch.model_name for batch in batches], object), pa.string()),
-            "model_version": pa.array(repeated([batch.model_version for batch in batches], object), pa.string()),
-            "variant": pa.array(repeated([batch.variant for batch in batches], object), pa.string()),
-            "answered": pa.array(repeated([batch.answered for batch in batches], bool), pa.bool_()),
-            "score": pa.array(joined([batch.scores for batch in batches]).astype(np.float64), pa.float64()),
-            **{key: pa.array(joined([batch.entities[key] for batch in batches]).astype(np.int64), pa.int64())
-               for key in self._join_keys},
-            **{name: pa.array(features[:, index].astype(np.float64), pa.float64(), from_pandas=True)
-               for index, name in enumerate(self._feature_columns)},
-            **{name: pa.array(request[:, index].astype(np.float64), pa.float64(), from_pandas=True)
-               for index, name in enumerate(self._request_columns)},
+            "request_id": _strings(joined([batch.request_ids for batch in batches])),
+            "txn_id": _strings(joined([batch.txn_ids for batch in batches])),
+            "event_timestamp": _numbers(joined([batch.event_micros for batch in batches]), TIMESTAMP),
+            "scored_at": _numbers(np.repeat(np.array([batch.scored_at_micros for batch in batches], np.int64), counts), TIMESTAMP),
+            "model_name": _repeated_strings([batch.model_name for batch in batches], counts),
+            "model_version": _repeated_strings([batch.model_version for batch in batches], counts),
+            "variant": _repeated_strings([batch.variant for batch in batches], counts),
+            "answered": _booleans(np.repeat(np.array([batch.answered for batch in batches], bool), counts)),
+            "score": _numbers(joined([batch.scores for batch in batches]), pa.float64()),
+            **{key: _numbers(joined([batch.entities[key] for batch in batches]), pa.int64()) for key in self._join_keys},
+            **{name: _numbers(features[:, index], pa.float64()) for index, name in enumerate(self._feature_columns)},
+            **{name: _numbers(request[:, index], pa.float64()) for index, name in enumerate(self._request_columns)},
         }
         return pa.Table.from_pydict(columns, schema=self.schema)
 
@@ -219,3 +214,41 @@ class ServedFeatureLog:
         finally:
             staged.unlink(missing_ok=True)
         return folder / name
+
+
+# Arrow arrays built from their buffers: pa.array() imports pandas (~30 MB, and seconds of a busy
+# server's CPU holding the GIL) on its first call; nothing here needs it.
+
+
+def _numbers(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """int64/float64-backed Arrow values (timestamps: epoch microseconds); NaN is null."""
+    values = np.ascontiguousarray(values, dtype=np.float64 if pa.types.is_floating(type_) else np.int64)
+    nulls = np.isnan(values) if values.dtype.kind == "f" else None
+    validity = pa.py_buffer(np.packbits(~nulls, bitorder="little")) if nulls is not None and nulls.any() else None
+    return pa.Array.from_buffers(type_, len(values), [validity, pa.py_buffer(values)])
+
+
+def _booleans(values: np.ndarray) -> pa.Array:
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(np.packbits(values, bitorder="little"))])
+
+
+def _string_buffers(encoded: Sequence[bytes], lengths: np.ndarray, valid: np.ndarray | None) -> pa.Array:
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    validity = None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.string(), len(lengths), [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+
+
+def _strings(values: np.ndarray) -> pa.Array:
+    """An object array of str or None."""
+    items = values.tolist()
+    encoded = [b"" if item is None else item.encode() for item in items]
+    valid = np.fromiter((item is not None for item in items), bool, len(items))
+    return _string_buffers(encoded, np.fromiter(map(len, encoded), np.int64, len(encoded)), valid)
+
+
+def _repeated_strings(values: Sequence[str], counts: Sequence[int]) -> pa.Array:
+    """values[i] repeated counts[i] times (a batch's constants), without a Python object per row."""
+    encoded = [value.encode() for value in values]
+    return _string_buffers([item * count for item, count in zip(encoded, counts)],
+                           np.repeat([len(item) for item in encoded], counts), None)

@@ -3,6 +3,8 @@ scoring instant, the flush by rows, on close, and a failed write that leaves ser
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import numpy as np
@@ -12,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from core.lake import partition_date_of
 from core.served_log import served_dir
+from core.settings import PROJECT_ROOT
 from serving.feature_log import ServedFeatureLog
 from support import wait_until
 
@@ -123,3 +126,24 @@ def test_a_batch_of_the_wrong_shape_is_refused_naming_what_is_wrong(tmp_path):
                    request_features=np.zeros((1, 2)), scores=np.zeros(1), model_name="m", model_version="v")
     log.close()
     assert files(tmp_path) == []
+
+
+def test_writing_never_imports_pandas(tmp_path):
+    # pa.array() would (tens of MB and a GIL-holding import inside a busy server): the log builds its
+    # Arrow arrays from buffers.
+    script = f"""
+import sys
+import numpy as np
+from prometheus_client import CollectorRegistry
+from pathlib import Path
+from serving.feature_log import ServedFeatureLog
+log = ServedFeatureLog(Path({str(tmp_path)!r}), "svc", ["user_id"], ["v:f"], ["r"], CollectorRegistry(), 10, 10, 600)
+log.record(request_ids=np.array(["a"], object), txn_ids=np.array([None], object), event_micros=np.zeros(1, np.int64),
+           entities={{"user_id": np.zeros(1, np.int64)}}, features=np.full((1, 1), np.nan), request_features=np.zeros((1, 1)),
+           scores=np.zeros(1), model_name="m", model_version="v")
+log.close()
+print(sorted(Path({str(tmp_path)!r}).rglob("*.parquet")) != [], "pandas" in sys.modules)
+"""
+    completed = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["True", "False"]
