@@ -45,6 +45,7 @@ class ServedFeatureMetrics(Collector):
         self._scored_rows = Counter("featurestack_scored_rows_total",
                                     "Rows scored by /predict, per feature view read for them (the denominator of "
                                     "featurestack_missing_entity_rows_total{endpoint=\"/predict\"})", ["view"], registry=registry)
+        self._scored_rows_of: dict[str, Counter] = {}  # its child per view (labels() looks it up under a lock)
         registry.register(self)
 
     def observe(self, features: OnlineFeatures, now_nanos: int | None = None) -> None:
@@ -64,7 +65,9 @@ class ServedFeatureMetrics(Collector):
                 else:
                     self._age_counts[view], self._age_sums[view] = counts, float(view_ages.sum())
         for view in features.views:
-            self._scored_rows.labels(view=view).inc(rows)
+            if view not in self._scored_rows_of:
+                self._scored_rows_of[view] = self._scored_rows.labels(view=view)
+            self._scored_rows_of[view].inc(rows)
 
     def collect(self):
         ages = HistogramMetricFamily("featurestack_served_feature_age_seconds",
