@@ -142,7 +142,9 @@ _BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ValidationErrors, "description": "Body is not JSON or does not match the schema; `loc` names the field"},
     503: {"model": ErrorMessage, "description": "Online store unavailable or server overloaded", "headers": _RETRY_AFTER},
 }
-PREDICT_RESPONSES = {200: {"model": PredictResponse, "description": "One prediction per transaction"}, **_BODY_ERRORS}
+PREDICT_RESPONSES = {200: {"model": PredictResponse, "description": "One prediction per transaction", "headers": {
+    "X-Request-ID": {"description": "This request's id: its rows in the served-feature log carry it", "schema": {"type": "string"}}}},
+    **_BODY_ERRORS}
 FEATURES_RESPONSES = {200: {"model": FeaturesResponse, "description": "The model's online features per entity"}, **_BODY_ERRORS}
 HEALTH_RESPONSES = {200: {"model": Health, "description": "The process is up"}}
 READY_RESPONSES = {200: {"model": Ready, "description": "Model loaded, online store answering and holding the model's features"},

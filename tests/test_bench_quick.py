@@ -3,7 +3,7 @@ found Feast's output and ours identical (the stream's freshness rows: nothing lo
 the windows'). No timing assertions (speed is `make bench`'s business).
 
 The Spark sides (Feast's Spark offline store, the Spark pipelines) are left out with --no-spark to keep
-this under a minute and a half; `make bench` runs them."""
+this short; `make bench` runs them."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_bench_quick(tmp_path, redis_url):
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--scale", "5000", "--no-spark",
          "--state-dir", str(tmp_path / "bench"), "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -38,9 +38,10 @@ def test_bench_quick(tmp_path, redis_url):
     rows = result["benchmarks"]
     works = [row["work"].split(":")[0] for row in rows]
     assert works[:3] == ["publish latest to Redis", "online read p50", "PIT training set"], works
-    assert [w.split(" ")[:2] for w in works[3:]] == [["serving", "1"], ["serving", "batch"], ["stream", "2,000"],
+    assert [w.split(" ")[:2] for w in works[3:]] == [["serving", "1"], ["serving", "batch"], ["served-feature", "log"],
+                                                      ["served-feature", "log"], ["stream", "2,000"],
                                                       ["stream", "freshness"], ["stream", "freshness"]], works
-    compared, freshness = rows[:6], rows[6:]
+    compared, freshness = rows[:8], rows[8:]
     for row in rows:
         assert ROW_KEYS <= set(row), row
         assert row["identical"] is True, row
@@ -58,8 +59,12 @@ def test_bench_quick(tmp_path, redis_url):
         assert row["baseline_rate_rps"] > 0 and row["ours_rate_rps"] > 0, row
         assert row["target_met"] is None and row["target"] == "report p50/p99 vs feast serve", row
     assert "serving" not in result["skipped"]
+    # Serving with the served-feature log on vs off: same answers, every scored row logged, none dropped.
+    for row in rows[5:7]:
+        assert row["predictions_identical"] and row["rows_logged"] == row["rows_scored"] > 0 and row["rows_dropped"] == 0, row
+        assert row["rows_logged_with_log_off"] == 0 and row["baseline_failures"] == 0 and row["ours_failures"] == 0, row
     # Stream: the processor and Feast's push left the same bytes; freshness rows have no Feast side.
-    stream = rows[5]
+    stream = rows[7]
     assert stream["same_redis_bytes"] and stream["redis_keys"] > 0 and stream["rows_pushed"] == 2000, stream
     assert stream["baseline_events_per_s"] > 0 and stream["ours_events_per_s"] > 0, stream
     assert [row["target_rate_events_s"] for row in freshness] == [1000, 5000], freshness
