@@ -23,6 +23,14 @@ def _integral_number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _date_time_text(value: Any) -> Any:
+    """A date-time is a JSON string (RFC 3339), as the schema says: pydantic would read a number as epoch
+    seconds or milliseconds, a guess about the sender's unit."""
+    if isinstance(value, (int, float)):
+        raise ValueError("must be a date-time string (RFC 3339, with a time zone), not a number")
+    return value
+
+
 EntityId = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1, description="Feast INT64 join key", examples=[42]),
                      BeforeValidator(_integral_number)]
 Amount = Annotated[float, Field(strict=True, gt=0, le=MAX_AMOUNT, allow_inf_nan=False,
@@ -41,7 +49,7 @@ class Transaction(BaseModel):
     txn_id: Annotated[str, Field(min_length=1, max_length=128, description=(
         "The transaction's id: with event publishing on, the transaction is appended to the event log under it after "
         "scoring (a retried request is applied once). Default: a new id."))] | None = None
-    event_timestamp: Annotated[AwareDatetime, Field(description=(
+    event_timestamp: Annotated[AwareDatetime, BeforeValidator(_date_time_text), Field(description=(
         "When the transaction happened (with a time zone): features are read as of just before it, values older than "
         "their view's TTL count as missing, as in training. Default: now."))] | None = None
 

@@ -96,6 +96,7 @@ def test_features_endpoint_returns_the_manifest_features_with_nulls_and_missing_
         ("/predict", {"user_id": 1, "merchant_id": 1}, ["body", "amount"]),
         ("/predict", {"user_id": 1, "merchant_id": 1, "amount": -4.0}, ["body", "amount"]),
         ("/predict", {"user_id": 1, "merchant_id": 1, "amount": 1.0, "surprise": 1}, ["body", "surprise"]),
+        ("/predict", {"user_id": 1, "merchant_id": 1, "amount": 1.0, "event_timestamp": 3083337}, ["body", "event_timestamp"]),
         ("/predict", [1, 2], ["body"]),
         ("/predict", {"transactions": []}, ["body", "transactions"]),
         ("/predict", {"transactions": [{"user_id": 1, "merchant_id": None, "amount": 1.0}]}, ["body", "transactions", 0, "merchant_id"]),
