@@ -46,7 +46,7 @@ def test_asset_graph_snapshot(definitions):
     assert partitioned == ["features/merchant_risk", "features/user_velocity", "online/merchant_risk",
                            "online/user_velocity", "raw/chargebacks", "raw/transactions"]
     assert specs["features/user_velocity"].owners == ["risk-data@featurestack.dev"]
-    assert specs["features/user_velocity"].tags["feast/pipeline"] == "windowed"
+    assert specs["features/user_velocity"].tags["feast/stream_source"] == "transactions"
     assert specs["stream/user_velocity"].group_name == "stream"
 
 
@@ -75,7 +75,7 @@ def test_a_new_feature_view_yields_its_assets_without_touching_assets():
     view = next(v for v in repo.feature_views if v.name == "user_velocity")
     clone = view.__copy__()
     clone.name = "user_velocity_v2"
-    assets = feature_view_assets([clone], repo.entities, daily_partitions(settings))
+    assets = feature_view_assets([clone], repo.entities, daily_partitions(settings), settings.feature_repo_dir)
     keys = {key.to_user_string() for asset in assets for key in asset.keys}
     assert keys == {"features/user_velocity_v2", "online/user_velocity_v2"}
 
