@@ -2,8 +2,8 @@
 
 The pipeline of a view is derived from its windowed features, or the `PIPELINE` of its module
 feature_repo/feature_views/<view>.py; the raw tables it reads are that PIPELINE's `inputs`, read from
-the module's source (no Spark import) and, only when not written as a literal there, by importing it. Models are the promoted (else newest) model
-of each feature service, read as the ModelManifest training writes.
+the module's source (no Spark import) and, only when not written as a literal there, by importing it.
+Models are the promoted (else newest) model of each feature service, read as the ModelManifest training writes.
 """
 
 from __future__ import annotations

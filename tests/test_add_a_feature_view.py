@@ -108,7 +108,7 @@ def test_a_run_publishes_its_online_keys_that_feast_reads(platform_with_a_new_vi
 
     settings, outcome = platform_with_a_new_view
     assert outcome.failed == [] and outcome.blocked == [], (outcome.failed, outcome.blocked)
-    assert f"features/{VIEW}[{outcome.days[0]}]" in outcome.ran and f"online/{VIEW}[{outcome.days[0]}]" in outcome.ran
+    assert outcome.ran == ["platform_setup", f"daily_features[{outcome.days[0]}]", "refresh_catalog"]
     offline = pq.read_table(partition_dir(settings.offline_dir / VIEW, outcome.days[0])).to_pylist()
     assert len(offline) > 10
     store = open_store(settings, redis_url)

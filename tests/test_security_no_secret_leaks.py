@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from featurestack.platform_run import print_summary, run_platform
+from core.settings import load_settings
 from pipelines.generator import generate
 from core.redis_server import free_port
 from support import platform_settings
