@@ -41,7 +41,7 @@ merchant_activity = FeatureView(
     source=offline_table_source("merchant_activity"),
     online=True,
     owner="risk-data@featurestack.dev",
-    description="A merchant's sales on the day, as of the end of the day.",
+    description="A merchant's sales on the day, as of its last transaction.",
     tags={"freshness_sla_hours": "48", "team": "fraud"},
     schema=[
         Field(name="sales_count_1d", dtype=Int64, description="Transactions on the day."),
