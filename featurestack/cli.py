@@ -210,17 +210,18 @@ def _cmd_feast(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     env = _resolved_environment(settings)
-    if args.feast_args[:1] == ["apply"]:
+    feast_args = args.feast_args[1:] if args.feast_args[:1] == ["--"] else args.feast_args
+    if feast_args[:1] == ["apply"]:
         # Plain `feast apply` registers the offline tables where a fresh clone keeps them; this apply binds
         # them to these settings' lake and profile, as the platform's feast_registry asset does.
-        if args.feast_args[1:]:
-            raise SystemExit(f"featurestack feast -- apply takes no options (got {' '.join(args.feast_args[1:])})")
+        if feast_args[1:]:
+            raise SystemExit(f"featurestack feast -- apply takes no options (got {' '.join(feast_args[1:])})")
         contents = apply_repo(settings, env["REDIS_URL"])
         print(f"applied {len(contents.feature_views)} feature views of {settings.feature_repo_dir} "
               f"to project {settings.feast_project} ({settings.registry_path})")
         return 0
     config = write_feast_config(settings, env["REDIS_URL"])
-    return _exec("feast", ["-c", str(settings.feature_repo_dir), "-f", str(config), *args.feast_args], env)
+    return _exec("feast", ["-c", str(settings.feature_repo_dir), "-f", str(config), *feast_args], env)
 
 
 def _catalog_snapshot(args: argparse.Namespace) -> dict:
