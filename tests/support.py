@@ -30,8 +30,9 @@ def delete_project_keys(url: str, project: str) -> None:
 def platform_settings(state_dir: Path, project: str, redis_url: str, **changes) -> Settings:
     """The settings of a platform of its own: state folder (its lake inside), Feast project, Redis, local
     profile and file registry unless `changes` say otherwise."""
-    return replace(load_settings(), state_dir=Path(state_dir), data_dir=Path(state_dir) / "data", feast_project=project,
-                   redis_url=redis_url, offline_profile="local", registry_db_url="", **changes)
+    own = dict(state_dir=Path(state_dir), data_dir=Path(state_dir) / "data", feast_project=project, redis_url=redis_url,
+               offline_profile="local", registry_db_url="")
+    return replace(load_settings(), **{**own, **changes})
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core import lake
-from support import delete_project_keys, platform_settings
+from support import delete_project_keys, platform_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -25,15 +25,17 @@ TRANSACTIONS_PER_DAY = 1000
 
 @pytest.fixture(scope="module")
 def platform_state(tmp_path_factory, redis_url, spark):
+    from core.settings import load_settings
     from pipelines.generator import generate
 
     project = f"fs_iso_{uuid.uuid4().hex[:8]}"
-    settings = platform_settings(tmp_path_factory.mktemp("isolation"), project, redis_url)
-    try:
-        generate(settings.landing_dir, settings.start_date, DAYS, TRANSACTIONS_PER_DAY, seed=5)
-        yield settings
-    finally:
-        delete_project_keys(redis_url, project)
+    with platform_environment(tmp_path_factory.mktemp("isolation"), project, redis_url):
+        try:
+            settings = load_settings()
+            generate(settings.landing_dir, settings.start_date, DAYS, TRANSACTIONS_PER_DAY, seed=5)
+            yield settings
+        finally:
+            delete_project_keys(redis_url, project)
 
 
 def _days(settings):
