@@ -21,7 +21,7 @@ import warnings
 import dagster as dg
 
 from assets.resources import PlatformResource
-from core.feast_repo import SLA_TAG, sla_hours
+from core.feast_repo import SLA_TAG, VIEW_MODULES, sla_hours, view_module
 from core.settings import Settings
 from pipelines.registry import RAW_DIMENSION_TABLES, RAW_PARTITIONED_TABLES
 from onlinestore.redis_layout import ViewLayout, layout_from_feature_view
@@ -29,7 +29,7 @@ from onlinestore.redis_layout import ViewLayout, layout_from_feature_view
 if TYPE_CHECKING:
     from feast import Entity, FeatureView
 
-    from validations.runner import ValidationResult
+    from validations.runner import Suite, ValidationResult
 
 SUITE_CHECK = "expectation_suite"
 CONSISTENCY_CHECK = "online_offline_consistency"
@@ -69,7 +69,7 @@ def suite_metadata(result: "ValidationResult") -> dict[str, Any]:
         for o in result.failed
     ]
     return {
-        "suite": f"validations/suites/{result.suite}.py",
+        "suite": result.defined_in,
         "rows": result.rows,
         "expectations": len(result.outcomes),
         "failed_expectations": dg.MetadataValue.md(_markdown_table(failed)),
@@ -83,18 +83,19 @@ def suite_metadata(result: "ValidationResult") -> dict[str, Any]:
 
 
 def suite_check(
-    asset_key: dg.AssetKey, suite: str, table_dir: Callable[[Settings], Path], partitions_def: dg.PartitionsDefinition | None,
-    description: str, raw_dir: Callable[[Settings], Path] | None = None,
+    asset_key: dg.AssetKey, suite: "Callable[[], Suite | str]", defined_in: str, table_dir: Callable[[Settings], Path],
+    partitions_def: dg.PartitionsDefinition | None, description: str, raw_dir: Callable[[Settings], Path] | None = None,
 ) -> dg.AssetChecksDefinition:
+    """The blocking check running `suite()` (built in the step: GX is imported there only)."""
     @_asset_check(
         asset=asset_key, name=SUITE_CHECK, blocking=True, partitions_def=partitions_def,
-        description=description, metadata={"suite": f"validations/suites/{suite}.py"},
+        description=description, metadata={"suite": defined_in},
     )
     def _check(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> dg.AssetCheckResult:
         from validations.runner import validate_partition
 
         day = date.fromisoformat(context.partition_key) if partitions_def is not None else None
-        result = validate_partition(suite, table_dir(platform.settings), day, raw_dir(platform.settings) if raw_dir else None)
+        result = validate_partition(suite(), table_dir(platform.settings), day, raw_dir(platform.settings) if raw_dir else None)
         if not result.success:
             context.log.error(result.summary())
         return dg.AssetCheckResult(
@@ -109,7 +110,8 @@ def raw_suite_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCh
     checks = []
     for table in (*RAW_PARTITIONED_TABLES, *RAW_DIMENSION_TABLES):
         checks.append(suite_check(
-            dg.AssetKey(["raw", table]), table, lambda settings, table=table: settings.landing_dir / table,
+            dg.AssetKey(["raw", table]), lambda table=table: table, f"validations/suites/{table}.py",
+            lambda settings, table=table: settings.landing_dir / table,
             partitions_def if table in RAW_PARTITIONED_TABLES else None,
             f"GX suite `{table}` on the landing input: more than a few contract-breaking rows stop the day.",
             raw_dir=lambda settings: settings.raw_dir,
@@ -139,17 +141,25 @@ def reference_time(context: dg.AssetCheckExecutionContext) -> datetime:
 
 
 def feature_view_checks(
-    view: "FeatureView", entities: "list[Entity]", partitions_def: dg.PartitionsDefinition
+    view: "FeatureView", entities: "list[Entity]", partitions_def: dg.PartitionsDefinition, repo_dir: Path
 ) -> list[dg.AssetChecksDefinition]:
     from validations.online import consistency, offline_latest_sample, online_freshness
 
     layout = view_layout(view, entities)
     join_keys = [key for key, _ in layout.join_keys]
+    join_key_types = {entity.join_key: entity.value_type.name for entity in entities if entity.name in view.entities}
     sla = _sla(view)
-    suite = view.tags.get("expectation_suite", view.name)
+
+    def suite() -> "Suite":
+        from validations.feature_suite import feature_view_suite
+
+        return feature_view_suite(view, join_key_types, view_module(repo_dir, view.name))
+
     features_check = suite_check(
-        dg.AssetKey(["features", view.name]), suite, lambda settings: settings.offline_dir / view.name, partitions_def,
-        f"GX suite `{suite}` on the partition; BLOCKING: a failure stops online/{view.name} in that run.",
+        dg.AssetKey(["features", view.name]), suite, f"feature_repo/{VIEW_MODULES}/{view.name}.py",
+        lambda settings: settings.offline_dir / view.name, partitions_def,
+        f"GX suite `{view.name}` on the partition (the view's schema and its module's expectations); "
+        f"BLOCKING: a failure stops online/{view.name} in that run.",
     )
     online_key = dg.AssetKey(["online", view.name])
 
@@ -208,9 +218,9 @@ def feature_view_checks(
 
 
 def all_checks(
-    views: "list[FeatureView]", entities: "list[Entity]", partitions_def: dg.PartitionsDefinition
+    views: "list[FeatureView]", entities: "list[Entity]", partitions_def: dg.PartitionsDefinition, repo_dir: Path
 ) -> list[dg.AssetChecksDefinition]:
     checks = raw_suite_checks(partitions_def)
     for view in sorted(views, key=lambda v: v.name):
-        checks += feature_view_checks(view, entities, partitions_def)
+        checks += feature_view_checks(view, entities, partitions_def, repo_dir)
     return checks

@@ -11,7 +11,7 @@ from assets.freshness import (
 )
 from assets.partitions import daily_partitions
 from assets.raw import raw_assets
-from assets.registry import feast_registry
+from assets.registry import feast_registry_asset
 from assets.resources import build_resources
 from assets.sensors import alert_sensors, automation_sensor, catalog_refresh_sensor, freshness_sensor
 from assets.stream import stream_definitions
@@ -31,14 +31,14 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions_def = daily_partitions(settings)
     repo = load_repo_contents(settings)
     assets = [
-        feast_registry,
+        feast_registry_asset(settings.feature_repo_dir),
         *raw_assets(partitions_def),
-        *feature_view_assets(repo.feature_views, repo.entities, partitions_def),
+        *feature_view_assets(repo.feature_views, repo.entities, partitions_def, settings.feature_repo_dir),
         catalog_asset(settings, [view.name for view in repo.feature_views]),
         *training_assets(repo.feature_services),
     ]
     stream_assets, stream_checks, stream_jobs, stream_sensors = stream_definitions(repo.feature_views, repo.entities)
-    checks = all_checks(repo.feature_views, repo.entities, partitions_def)
+    checks = all_checks(repo.feature_views, repo.entities, partitions_def, settings.feature_repo_dir)
     partition_freshness = partition_freshness_checks(repo.feature_views)
     freshness_keys = freshness_check_keys(repo.feature_views, partition_freshness)
     unpartitioned = dg.AssetSelection.assets(*(asset.key for asset in assets if asset.partitions_def is None))

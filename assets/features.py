@@ -1,16 +1,18 @@
 """The asset factory: every Feast feature view yields its assets, derived from its definition.
 
-For a view tagged `pipeline: <name>`:
-  features/<view>  daily partition of the offline store, computed by pipelines/<name>.py from the raw
-                   tables it declares (with their look-back as partition mappings);
+For every view (feature_repo/feature_views/<view>.py):
+  features/<view>  daily partition of the offline store, computed by the view's pipeline (its module's
+                   PIPELINE, or derived from its windowed features) from the raw tables it declares (with
+                   their look-back as partition mappings), checked against the view's schema before the write;
   online/<view>    the latest value per entity of that partition published to Redis in Feast's layout
                    (monotonic: never over a newer value), recorded as a materialization in the registry.
-Adding a feature view to feature_repo/ plus its pipeline module is all it takes.
+Adding a feature view module to feature_repo/feature_views/ is all it takes.
 """
 
 
 import time
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -20,6 +22,8 @@ from assets.partitions import day_window, lookback_dates, partition_date
 from assets.resources import PlatformResource
 from pipelines.offline_store import read_partitions, write_partition
 from pipelines.registry import RAW_PARTITIONED_TABLES, FeaturePipeline, pipeline_for_view
+from core.feast_repo import VIEW_MODULES
+from core.windows import is_windowed
 from pipelines.schema import check_output_schema, spark_type
 from onlinestore.online_writer import publish_latest, read_offline_latest
 from onlinestore.redis_layout import layout_from_feature_view
@@ -73,10 +77,13 @@ def output_schema(view: "FeatureView", join_key_types: dict[str, str]) -> dict[s
     }
 
 
-def feature_table_asset(view: "FeatureView", join_key_types: dict[str, str], partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def feature_table_asset(
+    view: "FeatureView", join_key_types: dict[str, str], partitions_def: dg.PartitionsDefinition, repo_dir: Path
+) -> dg.AssetsDefinition:
     join_keys = list(join_key_types)
-    pipeline = pipeline_for_view(view, join_keys)
+    pipeline = pipeline_for_view(view, join_keys, repo_dir)
     expected = output_schema(view, join_key_types)
+    defined_in = "pipelines/windowed.py" if is_windowed(view) else f"feature_repo/{VIEW_MODULES}/{view.name}.py"
 
     @dg.asset(
         key=["features", view.name],
@@ -101,13 +108,13 @@ def feature_table_asset(view: "FeatureView", join_key_types: dict[str, str], par
             for table, days_back in pipeline.inputs.items()
         }
         rows = pipeline.build(tables, day)
-        check_output_schema(rows, expected, f"pipelines/{pipeline.name}.py for feature view {view.name}")
+        check_output_schema(rows, expected, f"{defined_in} for feature view {view.name}")
         written = write_partition(rows, settings.offline_dir / view.name, day, sort_by=[*join_keys, "event_timestamp"])
         return dg.MaterializeResult(metadata={
             "partition": day.isoformat(),
             "dagster/row_count": written.rows,
             "path": dg.MetadataValue.path(str(written.path)),
-            "pipeline": f"pipelines/{pipeline.name}.py",
+            "pipeline": defined_in,
             "seconds": round(time.perf_counter() - started, 3),
         })
 
@@ -181,12 +188,12 @@ def online_publish_asset(view: "FeatureView", join_keys: list[str], partitions_d
 
 
 def feature_view_assets(
-    views: "list[FeatureView]", entities: "list[Entity]", partitions_def: dg.PartitionsDefinition
+    views: "list[FeatureView]", entities: "list[Entity]", partitions_def: dg.PartitionsDefinition, repo_dir: Path
 ) -> list[dg.AssetsDefinition]:
     entity_of = {entity.name: entity for entity in entities}
     assets = []
     for view in sorted(views, key=lambda v: v.name):
         join_key_types = {entity_of[name].join_key: entity_of[name].value_type.name for name in view.entities}
-        assets += [feature_table_asset(view, join_key_types, partitions_def),
+        assets += [feature_table_asset(view, join_key_types, partitions_def, repo_dir),
                    online_publish_asset(view, list(join_key_types), partitions_def)]
     return assets

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 import dagster as dg
 import redis
@@ -20,13 +21,19 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 
+def _unless_secret(url: str, variable: str) -> str | dg.EnvVar:
+    """`url` itself, or where it holds a password the environment variable it came from."""
+    return dg.EnvVar(variable) if urlparse(url).password else url
+
+
 class PlatformResource(dg.ConfigurableResource):
     """Where the lake lives, which Redis and which Feast project: Dagster config set at the edge (the code
     location, `featurestack run`) from the settings read there; nothing here reads the environment.
 
-    Dagster keeps a resource's values in every run's job snapshot, so a value that may hold a password
-    (the Redis URL, the SQL registry URL) is never one of them: it is a dg.EnvVar naming the variable
-    the settings came from (Dagster reads it where the code runs), or empty (Redis: the local discovery)."""
+    Dagster keeps a resource's values in every run's job snapshot, so a value holding a password (the
+    Redis URL, the SQL registry URL) is never one of them: it is a dg.EnvVar naming the variable the
+    settings came from (Dagster reads it where the code runs); without a password it is the value itself,
+    or empty (Redis: the local discovery)."""
 
     state_dir: str
     data_dir: str
@@ -39,8 +46,9 @@ class PlatformResource(dg.ConfigurableResource):
     spark_driver_memory: str
     spark_shuffle_partitions: int
     spark_conf: dict[str, str]
-    redis_url: str = ""  # dg.EnvVar("REDIS_URL"), or empty: the local discovery
-    registry_db_url: str = ""  # dg.EnvVar("FEATURESTACK_REGISTRY_DB_URL"), or empty: the file registry
+    feature_repo_dir: str
+    redis_url: str = ""  # the URL, dg.EnvVar("REDIS_URL") when it holds a password, or empty: the local discovery
+    registry_db_url: str = ""  # the URL, dg.EnvVar("FEATURESTACK_REGISTRY_DB_URL") when it holds a password, or empty: the file registry
     stream_log: str = "redis"
     stream_partitions: int = 4
 
@@ -52,9 +60,10 @@ class PlatformResource(dg.ConfigurableResource):
         return cls(
             state_dir=str(settings.state_dir), data_dir=str(settings.data_dir), feast_project=settings.feast_project,
             offline_profile=settings.offline_profile, start_date=settings.start_date.isoformat() if settings.start_date else "",
-            redis_url=dg.EnvVar("REDIS_URL") if settings.redis_url else "",
+            redis_url=_unless_secret(settings.redis_url, "REDIS_URL"),
             redis_type=settings.redis_type, redis_write_mode=settings.redis_write_mode,
-            registry_db_url=dg.EnvVar("FEATURESTACK_REGISTRY_DB_URL") if settings.registry_db_url else "",
+            registry_db_url=_unless_secret(settings.registry_db_url, "FEATURESTACK_REGISTRY_DB_URL"),
+            feature_repo_dir=str(settings.feature_repo_dir),
             spark_master=settings.spark_master, spark_driver_memory=settings.spark_driver_memory,
             spark_shuffle_partitions=settings.spark_shuffle_partitions, spark_conf=dict(settings.spark_conf),
             stream_log=settings.stream.log, stream_partitions=settings.stream.partitions,
@@ -71,6 +80,7 @@ class PlatformResource(dg.ConfigurableResource):
                 start_date=date.fromisoformat(self.start_date) if self.start_date else None, registry_db_url=self.registry_db_url,
                 redis_type=self.redis_type, redis_write_mode=self.redis_write_mode,
                 stream=StreamSettings(log=self.stream_log, partitions=self.stream_partitions),
+                feature_repo_dir=Path(self.feature_repo_dir),
             )
         return self._settings
 

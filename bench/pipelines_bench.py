@@ -39,7 +39,10 @@ class SparkPipelines:
         )
 
     def run(self) -> dict:
-        from pipelines.merchant_risk import build_merchant_risk
+        from core.feast_repo import view_module
+        from core.settings import FEATURE_REPO_DIR
+
+        build_merchant_risk = view_module(FEATURE_REPO_DIR, "merchant_risk").build_merchant_risk
         from pipelines.user_velocity import build_user_velocity
 
         days = _days(self.data)

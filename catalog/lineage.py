@@ -1,9 +1,9 @@
 """Lineage: raw table -> pipeline -> feature view -> feature service -> model, and who uses what.
 
-The pipeline of a view is its Feast tag `pipeline`; the raw tables it reads are the `inputs` of
-`PIPELINE` in pipelines/<name>.py, read from the module's source (no Spark import) and, only when
-not written as a literal there, by importing the module. Models are the promoted (else newest) model
-of each feature service, read as the ModelManifest training writes.
+The pipeline of a view is derived from its windowed features, or the `PIPELINE` of its module
+feature_repo/feature_views/<view>.py; the raw tables it reads are that PIPELINE's `inputs`, read from
+the module's source (no Spark import) and, only when not written as a literal there, by importing it.
+Models are the promoted (else newest) model of each feature service, read as the ModelManifest training writes.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from core.artifacts import MANIFEST_FILE, ModelManifest, latest_promoted
-from core.settings import PROJECT_ROOT
-
-PIPELINES_DIR = PROJECT_ROOT / "pipelines"
+from core.feast_repo import VIEW_MODULES
 
 
 def _literal_inputs(source: str) -> dict[str, int] | None:
@@ -46,21 +44,20 @@ def windowed_pipeline_info(view: dict[str, Any]) -> dict[str, Any] | None:
     return {"name": "windowed", "module": "pipelines/windowed.py", "inputs": {source: days_back}, "windows": windows}
 
 
-def pipeline_info(name: str | None, pipelines_dir: Path = PIPELINES_DIR) -> dict[str, Any] | None:
-    """{name, module, inputs: {raw_table: days_back}, error?} of pipelines/<name>.py."""
-    if not name:
-        return None
+def pipeline_info(name: str, pipelines_dir: Path) -> dict[str, Any]:
+    """{name, module, inputs: {raw_table: days_back}, error?} of the pipeline in <pipelines_dir>/<name>.py
+    (a feature repo's feature_views/ folder: the module of view `name`)."""
     module = pipelines_dir / f"{name}.py"
     info: dict[str, Any] = {"name": name, "module": f"{pipelines_dir.name}/{name}.py", "inputs": {}}
     if not module.is_file():
         info["error"] = f"no module {info['module']}"
         return info
     inputs = _literal_inputs(module.read_text())
-    if inputs is None and pipelines_dir == PIPELINES_DIR:
+    if inputs is None and pipelines_dir.name == VIEW_MODULES:
         try:
-            from pipelines.registry import load_pipeline
+            from pipelines.registry import view_pipeline
 
-            inputs = dict(load_pipeline(name).inputs)
+            inputs = dict(view_pipeline(pipelines_dir.parent, name).inputs)
         except Exception as exc:  # show the problem in the catalog rather than failing it
             info["error"] = f"{type(exc).__name__}: {exc}"
     info["inputs"] = {str(table): int(days) for table, days in (inputs or {}).items()}

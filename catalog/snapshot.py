@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from catalog.lineage import PIPELINES_DIR, CatalogModel, build_lineage, load_models, pipeline_info, windowed_pipeline_info
+from catalog.lineage import CatalogModel, build_lineage, load_models, pipeline_info, windowed_pipeline_info
 from catalog.stats import compute_table_stats, has_partitions
-from core.feast_repo import SLA_TAG, sla_hours
+from core.feast_repo import SLA_TAG, VIEW_MODULES, sla_hours
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -163,7 +163,7 @@ def build_snapshot(
     *,
     definitions: dict[str, Any] | None = None,
     instance: dg.DagsterInstance | None | object = _USE_SETTINGS,
-    pipelines_dir: Path = PIPELINES_DIR,
+    pipelines_dir: Path | None = None,
     now: datetime | None = None,
 ) -> CatalogSnapshot:
     """Build the snapshot. `definitions` defaults to feature_repo/ (+ registry); `instance` to the
@@ -199,7 +199,7 @@ def build_snapshot(
 
     all_stats: dict[str, dict[str, Any]] = {}
     for view in views:
-        view["pipeline"] = windowed_pipeline_info(view) or pipeline_info(view["tags"].get("pipeline"), pipelines_dir)
+        view["pipeline"] = windowed_pipeline_info(view) or pipeline_info(view["name"], pipelines_dir or settings.feature_repo_dir / VIEW_MODULES)
         view["assets"] = {"offline": f"features/{view['name']}", "online": f"online/{view['name']}"}
         view["dagster"] = status.get(view["name"])
         view["checks"] = [{**check, "kind": _check_kind(check)} for check in (view["dagster"] or {}).get("checks", [])]

@@ -1,4 +1,7 @@
-"""Opening the Feast repo in feature_repo/ with featurestack's settings.
+"""Opening the Feast repo (feature_repo/, or settings.feature_repo_dir) with featurestack's settings.
+
+The settings are passed in, never exported: the repo's modules read no configuration (their offline
+tables are bound to the settings' lake after parsing), and a FeatureStore gets its config in memory.
 
 `import feast` costs seconds, so this module imports it only inside functions; nothing on a hot
 start-up path (CLI parsing, serving) should import it at module level.
@@ -7,19 +10,22 @@ start-up path (CLI parsing, serving) should import it at module level.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import string
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from core.redis_server import feast_connection_string
-from core.settings import FEATURE_REPO_DIR, Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+    from feast.repo_config import RepoConfig
     from feast.repo_contents import RepoContents
 
 # The tag of a feature view saying how old its newest value may be, online and offline.
@@ -30,7 +36,7 @@ def sla_hours(view_name: str, tags: Mapping[str, str]) -> float:
     """The view's freshness SLA in hours, from its tags; a clear error when missing or not a positive number."""
     raw = tags.get(SLA_TAG)
     if raw is None:
-        raise ValueError(f"feature view {view_name} lacks the tag {SLA_TAG!r} (feature_repo/feature_views.py)")
+        raise ValueError(f"feature view {view_name} lacks the tag {SLA_TAG!r} (feature_repo/feature_views/{view_name}.py)")
     try:
         hours = float(raw)
     except ValueError:
@@ -40,12 +46,20 @@ def sla_hours(view_name: str, tags: Mapping[str, str]) -> float:
     return hours
 
 
-# The modules of feature_repo/, imported by Feast under their bare names (as `feast apply` does).
-_REPO_MODULES = tuple(path.stem for path in FEATURE_REPO_DIR.glob("*.py"))
+# The tag of a feature (Field) that may hold nulls; every other feature, the join keys and the event
+# timestamp of a feature table are expected not null (validations/feature_suite.py).
+FIELD_TAG_NULLABLE = "nullable"
 
+# The tag of a data source naming the offline table it reads (feature_repo/data_sources.py): the platform
+# binds such a source to its settings' lake and offline profile.
+OFFLINE_TABLE_TAG = "offline_table"
+
+# The folder of feature_repo/ holding one module per feature view, named after it (feature_views/<view>.py):
+# the FeatureView, its PIPELINE (unless derived from windowed features) and its view-specific `expectations`.
+VIEW_MODULES = "feature_views"
 
 # Placeholders of a template whose value may carry a password: never written to disk, Feast reads
-# them from the environment of the processes featurestack starts.
+# them from the environment of the processes featurestack starts (`feast_child_environment`).
 _SECRET_PLACEHOLDERS = ("FEATURESTACK_FEAST_REDIS", "FEATURESTACK_REGISTRY_DB_URL")
 
 
@@ -53,28 +67,18 @@ def _has_password(url: str) -> bool:
     return bool(urlparse(url).password)
 
 
-def export_feast_environment(settings: Settings, redis_url: str | None = None) -> None:
-    """Hand `settings` to what reads the environment on its own: the repo modules (data_sources.py
-    asks the settings, possibly in a child process), Spark's workers, and the secret placeholders of the
-    Feast config (see `write_feast_config`)."""
-    settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
-    if redis_url is not None:
-        os.environ["FEATURESTACK_FEAST_REDIS"] = feast_connection_string(redis_url, settings.redis_type)
-    os.environ.update(
-        FEATURESTACK_FEAST_PROJECT=settings.feast_project,
-        FEATURESTACK_STATE_DIR=str(settings.state_dir),
-        FEATURESTACK_OFFLINE_PROFILE=settings.offline_profile,
-        FEATURESTACK_DATA_DIR=str(settings.data_dir),
-        SPARK_MASTER=settings.spark_master,
-        SPARK_DRIVER_MEMORY=settings.spark_driver_memory,
-        SPARK_SHUFFLE_PARTITIONS=str(settings.spark_shuffle_partitions),
-    )
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+def feast_child_environment(settings: Settings, redis_url: str) -> dict[str, str]:
+    """What a `feast` or `dagster` child process needs in its environment beyond the generated config: the
+    values kept out of it because they carry a password (see `render_feast_config`)."""
+    values = {"FEATURESTACK_FEAST_REDIS": feast_connection_string(redis_url, settings.redis_type),
+              "FEATURESTACK_REGISTRY_DB_URL": settings.registry_db_url}
+    return {name: value for name, value in values.items() if value}
 
 
-def render_feast_config(settings: Settings, redis_url: str) -> str:
+def render_feast_config(settings: Settings, redis_url: str, keep_secrets_out: bool = True) -> str:
     """The profile's template with its placeholders filled from `settings` and the Redis in use; a
-    value carrying a password stays a ${...} placeholder (no secret on disk)."""
+    value carrying a password stays a ${...} placeholder (no secret on disk) unless `keep_secrets_out`
+    is False (a config held in memory only)."""
     values = {
         "FEATURESTACK_FEAST_PROJECT": settings.feast_project,
         "FEATURESTACK_FEAST_REGISTRY": str(settings.registry_path),
@@ -84,9 +88,10 @@ def render_feast_config(settings: Settings, redis_url: str) -> str:
         "SPARK_MASTER": settings.spark_master,
         "SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
         "SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
+        "PYSPARK_PYTHON": sys.executable,  # Spark's Python workers run this interpreter
     }
     secret_sources = {"FEATURESTACK_FEAST_REDIS": redis_url, "FEATURESTACK_REGISTRY_DB_URL": settings.registry_db_url}
-    kept = sorted(name for name in _SECRET_PLACEHOLDERS if _has_password(secret_sources[name]))
+    kept = sorted(name for name in _SECRET_PLACEHOLDERS if keep_secrets_out and _has_password(secret_sources[name]))
     for name in kept:
         del values[name]
     header = [
@@ -110,43 +115,113 @@ def write_feast_config(settings: Settings, redis_url: str) -> Path:
 
 
 @contextlib.contextmanager
-def _inside_feature_repo() -> Iterator[None]:
-    # Feast names repo modules by their path relative to the working directory.
+def _inside_feature_repo(repo_dir: Path) -> Iterator[None]:
+    # Feast names repo modules by their path relative to the working directory, and they import each other
+    # by those bare names (entities, data_sources, feature_views.<view>).
     previous_cwd = os.getcwd()
-    sys.path.insert(0, str(FEATURE_REPO_DIR))
-    os.chdir(FEATURE_REPO_DIR)
+    sys.path.insert(0, str(repo_dir))
+    os.chdir(repo_dir)
     try:
         yield
     finally:
         os.chdir(previous_cwd)
-        sys.path.remove(str(FEATURE_REPO_DIR))
+        sys.path.remove(str(repo_dir))
+
+
+def _forget_repo_modules(repo_dir: Path) -> None:
+    """Drop the repo's modules from sys.modules, so the next import reads `repo_dir`'s files (a repo parsed
+    before, or another copy of it, would otherwise answer by the same bare names)."""
+    names = {path.stem for path in repo_dir.glob("*.py")} | {VIEW_MODULES}
+    for module in [name for name in sys.modules if name in names or name.startswith(f"{VIEW_MODULES}.")]:
+        del sys.modules[module]
 
 
 def load_repo_contents(settings: Settings) -> RepoContents:
-    """Parse feature_repo/ exactly as `feast apply` does (fresh: sources depend on the profile)."""
+    """Parse settings.feature_repo_dir exactly as `feast apply` does, then bind its offline tables to
+    the settings' lake and offline profile (`bind_offline_tables`)."""
     from feast.repo_operations import parse_repo
 
-    export_feast_environment(settings)
-    for module in _REPO_MODULES:
-        sys.modules.pop(module, None)
-    with _inside_feature_repo():
-        return parse_repo(FEATURE_REPO_DIR)
+    _forget_repo_modules(settings.feature_repo_dir)
+    with _inside_feature_repo(settings.feature_repo_dir):
+        contents = parse_repo(settings.feature_repo_dir)
+    return bind_offline_tables(contents, settings)
+
+
+def bind_offline_tables(contents: RepoContents, settings: Settings) -> RepoContents:
+    """Point every source tagged with OFFLINE_TABLE_TAG at settings.offline_dir/<table>, as the source type
+    of the offline profile (FileSource: DuckDB; SparkSource: Spark), wherever views and push sources use it."""
+    from feast import FileSource, PushSource
+    from feast.data_format import ParquetFormat
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    bound = {}
+    for source in contents.data_sources:
+        table = source.tags.get(OFFLINE_TABLE_TAG)
+        if table is None:
+            continue
+        common = dict(name=source.name, path=str(settings.offline_dir / table), timestamp_field=source.timestamp_field,
+                      created_timestamp_column=source.created_timestamp_column, field_mapping=source.field_mapping,
+                      description=source.description, tags=source.tags, owner=source.owner)
+        bound[id(source)] = (SparkSource(file_format="parquet", **common) if settings.offline_profile == "spark"
+                             else FileSource(file_format=ParquetFormat(), **common))
+
+    def rebound(source):
+        return bound.get(id(source), source)
+
+    for source in contents.data_sources:
+        if isinstance(source, PushSource):
+            source.batch_source = rebound(source.batch_source)
+    for view in contents.feature_views:
+        view.source = view.data_source = rebound(view.data_source)
+        view.batch_source = rebound(view.batch_source)
+    return contents._replace(data_sources=[rebound(source) for source in contents.data_sources])
+
+
+def view_module(repo_dir: Path, view_name: str) -> ModuleType:
+    """The module defining feature view `view_name`: <repo_dir>/feature_views/<view_name>.py, imported by
+    the bare name Feast gives it; a clear error when it is missing or defines no such view."""
+    path = repo_dir / VIEW_MODULES / f"{view_name}.py"
+    if not path.is_file():
+        raise LookupError(f"feature view {view_name!r}: no module {VIEW_MODULES}/{view_name}.py in {repo_dir}")
+    name = f"{VIEW_MODULES}.{view_name}"
+    module = sys.modules.get(name)
+    if module is None or Path(module.__file__ or "").resolve() != path.resolve():
+        _forget_repo_modules(repo_dir)
+        with _inside_feature_repo(repo_dir):
+            module = importlib.import_module(name)
+    view = getattr(module, view_name, None)
+    if getattr(view, "name", None) != view_name:
+        raise LookupError(f"{path} defines no feature view {view_name!r} (a FeatureView named after its module)")
+    return module
+
+
+def _repo_config(settings: Settings, redis_url: str) -> RepoConfig:
+    """The Feast config of `settings`, held in memory with its secrets filled in: this process's
+    FeatureStore needs nothing from the environment."""
+    import yaml
+    from feast.repo_config import RepoConfig
+
+    config = RepoConfig(**yaml.safe_load(render_feast_config(settings, redis_url, keep_secrets_out=False)))
+    config.repo_path = settings.feature_repo_dir
+    return config
 
 
 def open_store(settings: Settings, redis_url: str) -> FeatureStore:
+    """A FeatureStore on `settings`; the generated config is (re)written for plain `feast` and the SDK."""
     from feast import FeatureStore
 
-    export_feast_environment(settings, redis_url)
-    return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=write_feast_config(settings, redis_url))
+    settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
+    write_feast_config(settings, redis_url)
+    return FeatureStore(repo_path=str(settings.feature_repo_dir), config=_repo_config(settings, redis_url))
 
 
 def apply_repo(settings: Settings, redis_url: str) -> RepoContents:
-    """Register every object of feature_repo/ (and delete registered ones no longer defined)."""
+    """Register every object of the repo (and delete registered ones no longer defined)."""
     from feast.repo_operations import apply_total_with_repo_instance
 
     contents = load_repo_contents(settings)
     store = open_store(settings, redis_url)
-    with _inside_feature_repo():
+    with _inside_feature_repo(settings.feature_repo_dir):
         apply_total_with_repo_instance(
             store, settings.feast_project, store.registry, contents, skip_source_validation=True
         )

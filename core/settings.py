@@ -14,11 +14,19 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO_DIR = PROJECT_ROOT / "feature_repo"
+# Where a fresh clone keeps its state and lake (FEATURESTACK_STATE_DIR / _DATA_DIR unset).
+DEFAULT_STATE_DIR = PROJECT_ROOT / ".state"
+DEFAULT_DATA_DIR = DEFAULT_STATE_DIR / "data"
 OFFLINE_PROFILES = ("local", "spark")
 # How the online writer writes: auto (a new key is RESTOREd from a ready-made hash, an existing one gets
 # HSET) or hset (HSET only: for a Redis-compatible server whose RESTORE payloads differ, or to compare).
 REDIS_WRITE_MODES = ("auto", "hset")
 REDIS_TYPES = ("redis", "redis_cluster")  # redis_cluster: REDIS_URL names one node, the others are discovered
+
+
+def offline_store_dir(data_dir: Path) -> Path:
+    """The offline store of a lake: one folder of daily parquet partitions per feature table."""
+    return data_dir / "offline"
 
 
 def _env(name: str, default: str) -> str:
@@ -113,6 +121,8 @@ class Settings:
     redis_write_mode: str = "auto"  # one of REDIS_WRITE_MODES
     # MLflow tracking and model registry; empty: the embedded sqlite store under the state folder
     mlflow_tracking_uri: str = ""
+    # The Feast repo the platform parses and applies (entities, data sources, one module per feature view)
+    feature_repo_dir: Path = FEATURE_REPO_DIR
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
     stream: StreamSettings = field(default_factory=lambda: StreamSettings())
 
@@ -130,7 +140,7 @@ class Settings:
 
     @property
     def offline_dir(self) -> Path:
-        return self.data_dir / "offline"
+        return offline_store_dir(self.data_dir)
 
     @property
     def registry_path(self) -> Path:
@@ -163,8 +173,8 @@ class Settings:
     def feature_store_yaml(self) -> Path:
         """The profile's template in feature_repo/ (its ${...} placeholders are filled from these settings)."""
         if self.registry_db_url:
-            return FEATURE_REPO_DIR / "feature_store.sql-registry.yaml"
-        return FEATURE_REPO_DIR / f"feature_store.{self.offline_profile}.yaml"
+            return self.feature_repo_dir / "feature_store.sql-registry.yaml"
+        return self.feature_repo_dir / f"feature_store.{self.offline_profile}.yaml"
 
     @property
     def feast_config_path(self) -> Path:
@@ -203,7 +213,7 @@ def _flag(name: str, default: str) -> bool:
 
 def load_settings() -> Settings:
     """Read settings from the environment (uncached: tests build their own)."""
-    state_dir = Path(_env("FEATURESTACK_STATE_DIR", str(PROJECT_ROOT / ".state"))).resolve()
+    state_dir = Path(_env("FEATURESTACK_STATE_DIR", str(DEFAULT_STATE_DIR))).resolve()
     profile = _env("FEATURESTACK_OFFLINE_PROFILE", "local")
     if profile not in OFFLINE_PROFILES:
         raise ValueError(f"FEATURESTACK_OFFLINE_PROFILE must be one of {OFFLINE_PROFILES}, got {profile!r}")
@@ -223,6 +233,7 @@ def load_settings() -> Settings:
         redis_type=_redis_type(),
         redis_write_mode=_redis_write_mode(),
         mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", ""),
+        feature_repo_dir=Path(_env("FEATURESTACK_FEATURE_REPO", str(FEATURE_REPO_DIR))).resolve(),
         serving=ServingSettings(
             model_dir=_env("FEATURESTACK_MODEL_DIR", ""),
             feature_service=_env("FEATURESTACK_SERVING_FEATURE_SERVICE", "fraud_detection_v1"),

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from core.feast_repo import FIELD_TAG_NULLABLE
+
 if TYPE_CHECKING:
     from feast import FeatureView, Field
 
@@ -39,6 +41,8 @@ AGGREGATIONS: dict[str, tuple[bool, str]] = {
     "count_distinct": (True, "Int64"),
     "seconds_since_previous": (False, "Float64"),
 }
+# Aggregations without a value for some rows: nothing before the first event of the window.
+NULLABLE_AGGREGATIONS = frozenset({"seconds_since_previous"})
 TAG_AGGREGATION = "aggregation"
 TAG_COLUMN = "aggregation_column"
 TAG_WINDOW = "window"
@@ -91,7 +95,8 @@ def windowed_field(name: str, function: str, window: str, column: str | None = N
     if needs_column != (column is not None):
         raise ValueError(f"feature {name!r}: aggregation {function!r} {'needs' if needs_column else 'takes no'} column")
     parse_window(window)
-    tags = {TAG_AGGREGATION: function, TAG_WINDOW: window, **({TAG_COLUMN: column} if column else {})}
+    tags = {TAG_AGGREGATION: function, TAG_WINDOW: window, **({TAG_COLUMN: column} if column else {}),
+            **({FIELD_TAG_NULLABLE: "true"} if function in NULLABLE_AGGREGATIONS else {})}
     return Field(name=name, dtype={"Int64": Int64, "Float64": Float64}[type_name],
                  description=description or _describe(function, column, window), tags=tags)
 

@@ -2,7 +2,8 @@
 
 from feast import FeatureService
 
-from feature_views import merchant_risk, user_velocity
+from feature_views.merchant_risk import merchant_risk
+from feature_views.user_velocity import user_velocity
 
 fraud_detection_v1 = FeatureService(
     name="fraud_detection_v1",

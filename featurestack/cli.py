@@ -10,7 +10,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from core.settings import FEATURE_REPO_DIR, PROJECT_ROOT, demo_start_date, load_settings
+from core.settings import PROJECT_ROOT, demo_start_date, load_settings
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -159,16 +159,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolved_environment() -> dict[str, str]:
-    """The environment a child process (dagster, feast) needs to see what featurestack sees."""
-    from core.feast_repo import export_feast_environment
+def _resolved_environment(settings) -> dict[str, str]:
+    """The environment a child process (dagster, feast) needs to see what featurestack sees: the Redis
+    found, the Dagster instance, and the Feast config's values kept off disk (passwords)."""
+    from core.feast_repo import feast_child_environment
     from core.redis_server import ensure_redis
 
-    settings = load_settings()
     endpoint = ensure_redis(settings.redis_url, settings.state_dir)
-    export_feast_environment(settings, endpoint.url)
     print(f"Redis: {endpoint.describe()}", file=sys.stderr)
-    return {**os.environ, "REDIS_URL": endpoint.url, "DAGSTER_HOME": str(_dagster_home(settings))}
+    return {**os.environ, **feast_child_environment(settings, endpoint.url), "REDIS_URL": endpoint.url,
+            "DAGSTER_HOME": str(_dagster_home(settings))}
 
 
 def _dagster_home(settings) -> Path:
@@ -197,7 +197,7 @@ def _program(name: str, env: dict[str, str]) -> str | None:
 def _cmd_dev(args: argparse.Namespace) -> int:
     from featurestack.dev import run_dev
 
-    env = _resolved_environment()
+    env = _resolved_environment(load_settings())
     dagster = _program("dagster", env)
     if dagster is None:
         return 127
@@ -206,11 +206,22 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _cmd_feast(args: argparse.Namespace) -> int:
-    from core.feast_repo import write_feast_config
+    from core.feast_repo import apply_repo, write_feast_config
 
-    env = _resolved_environment()
-    config = write_feast_config(load_settings(), env["REDIS_URL"])
-    return _exec("feast", ["-c", str(FEATURE_REPO_DIR), "-f", str(config), *args.feast_args], env)
+    settings = load_settings()
+    env = _resolved_environment(settings)
+    feast_args = args.feast_args[1:] if args.feast_args[:1] == ["--"] else args.feast_args
+    if feast_args[:1] == ["apply"]:
+        # Plain `feast apply` registers the offline tables where a fresh clone keeps them; this apply binds
+        # them to these settings' lake and profile, as the platform's feast_registry asset does.
+        if feast_args[1:]:
+            raise SystemExit(f"featurestack feast -- apply takes no options (got {' '.join(feast_args[1:])})")
+        contents = apply_repo(settings, env["REDIS_URL"])
+        print(f"applied {len(contents.feature_views)} feature views of {settings.feature_repo_dir} "
+              f"to project {settings.feast_project} ({settings.registry_path})")
+        return 0
+    config = write_feast_config(settings, env["REDIS_URL"])
+    return _exec("feast", ["-c", str(settings.feature_repo_dir), "-f", str(config), *feast_args], env)
 
 
 def _catalog_snapshot(args: argparse.Namespace) -> dict:

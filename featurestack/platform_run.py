@@ -22,7 +22,7 @@ from core.redis_server import RedisEndpoint, ensure_redis, project_keys, record_
 from core.settings import PROJECT_ROOT, Settings
 
 FINGERPRINT_TAG = "featurestack/fingerprint"
-CODE_DIRS = ("core", "onlinestore", "pipelines", "assets", "feature_repo", "serving", "featurestack")
+CODE_DIRS = ("core", "onlinestore", "pipelines", "assets", "serving", "featurestack")
 # The full event log is in the Dagster instance (and the UI); the terminal gets warnings only.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -186,7 +186,7 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     graph = definitions.resolve_asset_graph()
     instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
     outcome = RunOutcome(settings=settings, redis=endpoint, days=selected)
-    code = lake.source_fingerprint([PROJECT_ROOT / name for name in CODE_DIRS])
+    code = lake.source_fingerprint([*(PROJECT_ROOT / name for name in CODE_DIRS), settings.feature_repo_dir])
     dimensions = lake.fingerprint([settings.landing_dir / table for table in lake.RAW_DIMENSION_TABLES])
     # The Redis URL may carry a password: only a hash of it goes into the (visible) run tags.
     setup_fingerprint = f"{code}-{dimensions}-{redis_identity(endpoint.url)}"
@@ -199,7 +199,8 @@ def run_platform(settings: Settings, days: int | None = None, force: bool = Fals
     # A day's result depends on the landed history its pipelines declare they read (their inputs).
     repo = load_repo_contents(settings)
     join_key_of = {entity.name: entity.join_key for entity in repo.entities}
-    lookback = history_days(pipeline_for_view(view, [join_key_of[name] for name in view.entities]) for view in repo.feature_views)
+    lookback = history_days(pipeline_for_view(view, [join_key_of[name] for name in view.entities], settings.feature_repo_dir)
+                            for view in repo.feature_views)
     for day in selected:
         history = [
             lake.partition_dir(settings.landing_dir / table, day - timedelta(days=back))

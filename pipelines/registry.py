@@ -1,17 +1,17 @@
 """How a feature view finds the Spark function that computes it.
 
 A view of windowed aggregations (core/windows.py) gets a pipeline derived from them. Any other
-feature view names its pipeline in its Feast tags (`pipeline: user_velocity`); the module
-`pipelines/<name>.py` exposes `PIPELINE`, a `FeaturePipeline` saying which raw tables it reads (and
-how many days back) and the pure DataFrame function that builds one daily partition.
+feature view's module, feature_repo/feature_views/<view>.py, exposes `PIPELINE`: a `FeaturePipeline`
+saying which raw tables it reads (and how many days back) and the pure DataFrame function that builds
+one daily partition.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 from pyspark.sql import DataFrame
 
@@ -27,9 +27,9 @@ class FeaturePipeline:
     build: Callable[[Mapping[str, DataFrame], date], DataFrame]
 
 
-def pipeline_for_view(view, join_keys: list[str]) -> FeaturePipeline:
+def pipeline_for_view(view, join_keys: list[str], repo_dir: Path) -> FeaturePipeline:
     """The pipeline of a Feast feature view: derived from its windowed aggregations when it declares them
-    (core/windows.py), else the module its `pipeline` tag names."""
+    (core/windows.py), else the PIPELINE of its module in `repo_dir` (feature_views/<view>.py)."""
     from core.windows import WindowedView, is_windowed
 
     if is_windowed(view):
@@ -38,17 +38,17 @@ def pipeline_for_view(view, join_keys: list[str]) -> FeaturePipeline:
         if len(join_keys) != 1:
             raise LookupError(f"windowed view {view.name!r}: one join key expected, got {join_keys}")
         return _checked(windowed_pipeline(WindowedView.from_feature_view(view, join_keys[0])))
-    return load_pipeline(view.tags["pipeline"])
+    return view_pipeline(repo_dir, view.name)
 
 
-def load_pipeline(name: str) -> FeaturePipeline:
-    try:
-        module = importlib.import_module(f"pipelines.{name}")
-    except ModuleNotFoundError as exc:
-        raise LookupError(f"feature pipeline {name!r}: no module pipelines/{name}.py") from exc
-    pipeline = getattr(module, "PIPELINE", None)
+def view_pipeline(repo_dir: Path, view_name: str) -> FeaturePipeline:
+    """PIPELINE of the view's module feature_views/<view_name>.py in `repo_dir`."""
+    from core.feast_repo import VIEW_MODULES, view_module
+
+    pipeline = getattr(view_module(repo_dir, view_name), "PIPELINE", None)
     if not isinstance(pipeline, FeaturePipeline):
-        raise LookupError(f"feature pipeline {name!r}: pipelines/{name}.py defines no PIPELINE")
+        raise LookupError(f"feature view {view_name!r}: {VIEW_MODULES}/{view_name}.py defines no PIPELINE "
+                          "(a FeaturePipeline), and its features are not windowed aggregations")
     return _checked(pipeline)
 
 

@@ -157,11 +157,12 @@ def run_pipelines(spark, landing: Path, out: Path, days: list[date]) -> dict[str
             }
             valid, _ = split_valid_and_quarantined(landing_day, contract, day, references)
             written.setdefault(f"raw/{table}", []).append(write_partition(valid, raw_dir / table, day, contract.order_by).path)
-    repo = load_repo_contents(load_settings())
+    settings = load_settings()
+    repo = load_repo_contents(settings)
     join_key_of = {entity.name: entity.join_key for entity in repo.entities}
     for view in repo.feature_views:
         name, join_keys = view.name, [join_key_of[entity] for entity in view.entities]
-        pipeline = pipeline_for_view(view, join_keys)
+        pipeline = pipeline_for_view(view, join_keys, settings.feature_repo_dir)
         for day in days[-1:]:
             tables = {
                 table: read_partitions(spark, raw_dir / table, lookback_dates(day, back)) if table in RAW_PARTITIONED_TABLES

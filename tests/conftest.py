@@ -13,7 +13,7 @@ from core.settings import load_settings
 from onlinestore.redis_layout import ViewLayout
 from pipelines.spark import build_spark_session
 from serving_support import publish_online_data, write_model
-from support import PLATFORM_DAYS, PLATFORM_TRANSACTIONS_PER_DAY, delete_project_keys, platform_environment
+from support import PLATFORM_DAYS, PLATFORM_TRANSACTIONS_PER_DAY, delete_project_keys, platform_settings
 
 # Tests keep fixed dates (the demo's default days end yesterday): every settings object built in a test,
 # and every process a test starts, sees this first partition unless the test says otherwise.
@@ -42,10 +42,8 @@ def spark():
 def declared_views(tmp_path_factory) -> dict:
     """The feature views as declared in feature_repo/ (parsed as `feast apply` does), by name."""
     from core.feast_repo import load_repo_contents
-    from core.settings import load_settings
 
-    with platform_environment(tmp_path_factory.mktemp("declared"), "fs_declared", ""):
-        contents = load_repo_contents(load_settings())
+    contents = load_repo_contents(platform_settings(tmp_path_factory.mktemp("declared"), "fs_declared", ""))
     return {view.name: view for view in contents.feature_views}
 
 
@@ -69,19 +67,17 @@ def redis_url(tmp_path_factory) -> str:
 def platform(tmp_path_factory, redis_url, spark):
     """The whole platform run once for the session on 3 generated days, under its own Feast project."""
     from featurestack.platform_run import run_platform
-    from core.settings import load_settings
     from pipelines.generator import generate
 
     project = f"fs_e2e_{uuid.uuid4().hex[:8]}"
-    with platform_environment(tmp_path_factory.mktemp("platform"), project, redis_url):
-        try:
-            settings = load_settings()
-            generate(settings.landing_dir, settings.start_date, PLATFORM_DAYS, PLATFORM_TRANSACTIONS_PER_DAY, seed=11)
-            outcome = run_platform(settings)  # a failure no longer raises: it is listed in the outcome
-            assert outcome.failed == [] and outcome.blocked == [], (outcome.failed, outcome.blocked)
-            yield outcome
-        finally:
-            delete_project_keys(redis_url, project)
+    settings = platform_settings(tmp_path_factory.mktemp("platform"), project, redis_url)
+    try:
+        generate(settings.landing_dir, settings.start_date, PLATFORM_DAYS, PLATFORM_TRANSACTIONS_PER_DAY, seed=11)
+        outcome = run_platform(settings)  # a failure no longer raises: it is listed in the outcome
+        assert outcome.failed == [] and outcome.blocked == [], (outcome.failed, outcome.blocked)
+        yield outcome
+    finally:
+        delete_project_keys(redis_url, project)
 
 
 @pytest.fixture(scope="session")

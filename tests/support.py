@@ -6,10 +6,13 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import redis
 
 from core.redis_server import project_keys
+from core.settings import Settings, load_settings
 
 PLATFORM_DAYS = 3
 PLATFORM_TRANSACTIONS_PER_DAY = 1500
@@ -24,11 +27,19 @@ def delete_project_keys(url: str, project: str) -> None:
     client.close()
 
 
+def platform_settings(state_dir: Path, project: str, redis_url: str, **changes) -> Settings:
+    """The settings of a platform of its own: state folder (its lake inside), Feast project, Redis, local
+    profile and file registry unless `changes` say otherwise."""
+    own = dict(state_dir=Path(state_dir), data_dir=Path(state_dir) / "data", feast_project=project, redis_url=redis_url,
+               offline_profile="local", registry_db_url="")
+    return replace(load_settings(), **{**own, **changes})
+
+
 @contextlib.contextmanager
 def platform_environment(state_dir, project: str, redis_url: str, **extra: str) -> Iterator[None]:
     """The environment of a platform of its own (state folder, Feast project, Redis, local profile unless
-    `extra` says otherwise),
-    restored exactly afterwards (the platform code exports settings into os.environ)."""
+    `extra` says otherwise), for the child processes a test starts (dagster-webserver); restored exactly
+    afterwards."""
     saved_environment = dict(os.environ)
     os.environ.update({
         "FEATURESTACK_STATE_DIR": str(state_dir), "FEATURESTACK_FEAST_PROJECT": project,

@@ -3,6 +3,8 @@ feature_repo/ definitions and a hand-made offline partition."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -37,12 +39,8 @@ def test_catalog_asset_depends_on_every_feature_and_online_asset():
         "features/user_velocity", "online/user_velocity", "features/merchant_risk", "online/merchant_risk"}
 
 
-def test_materializing_the_catalog_asset_writes_snapshot_and_pages(tmp_path, monkeypatch):
-    # Opening the Feast repo exports the settings into the environment (feature_repo/ reads them there):
-    # monkeypatch puts those variables back afterwards.
-    monkeypatch.setenv("FEATURESTACK_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.delenv("FEATURESTACK_DATA_DIR", raising=False)
-    settings = load_settings()
+def test_materializing_the_catalog_asset_writes_snapshot_and_pages(tmp_path):
+    settings = replace(load_settings(), state_dir=tmp_path / "state", data_dir=tmp_path / "state" / "data")
     day = datetime.now(timezone.utc).date()
     newest = datetime.now(timezone.utc) - timedelta(hours=1)
     write_user_velocity(settings.offline_dir / "user_velocity" / f"date={day.isoformat()}", 100, newest)

@@ -46,7 +46,7 @@ def test_asset_graph_snapshot(definitions):
     assert partitioned == ["features/merchant_risk", "features/user_velocity", "online/merchant_risk",
                            "online/user_velocity", "raw/chargebacks", "raw/transactions"]
     assert specs["features/user_velocity"].owners == ["risk-data@featurestack.dev"]
-    assert specs["features/user_velocity"].tags["feast/pipeline"] == "windowed"
+    assert specs["features/user_velocity"].tags["feast/stream_source"] == "transactions"
     assert specs["stream/user_velocity"].group_name == "stream"
 
 
@@ -75,7 +75,7 @@ def test_a_new_feature_view_yields_its_assets_without_touching_assets():
     view = next(v for v in repo.feature_views if v.name == "user_velocity")
     clone = view.__copy__()
     clone.name = "user_velocity_v2"
-    assets = feature_view_assets([clone], repo.entities, daily_partitions(settings))
+    assets = feature_view_assets([clone], repo.entities, daily_partitions(settings), settings.feature_repo_dir)
     keys = {key.to_user_string() for asset in assets for key in asset.keys}
     assert keys == {"features/user_velocity_v2", "online/user_velocity_v2"}
 
@@ -119,7 +119,12 @@ def test_the_platform_resource_carries_the_settings_dagster_needs(tmp_path):
     from core.settings import StreamSettings, load_settings
 
     # The demo's default: no start date (the first landed day); a deployment's log partitions.
-    settings = replace(load_settings(), state_dir=tmp_path, start_date=None, stream=StreamSettings(partitions=8))
+    settings = replace(load_settings(), state_dir=tmp_path, start_date=None, stream=StreamSettings(partitions=8),
+                       feature_repo_dir=tmp_path / "feature_repo", redis_url="redis://127.0.0.1:6390/3")
     rebuilt = PlatformResource.from_settings(settings).settings
     assert rebuilt.start_date is None and rebuilt.stream.partitions == 8
+    assert rebuilt.feature_repo_dir == tmp_path / "feature_repo" and rebuilt.redis_url == "redis://127.0.0.1:6390/3"
+    # A URL with a password stays out of the resource's values: Dagster reads it from REDIS_URL where it runs.
+    guarded = PlatformResource.from_settings(replace(settings, redis_url="redis://:pw@127.0.0.1:6390/3"))
+    assert isinstance(guarded.redis_url, dg.EnvVar) and guarded.redis_url.env_var_name == "REDIS_URL"
     assert rebuilt.state_dir == tmp_path and rebuilt.feast_project == settings.feast_project

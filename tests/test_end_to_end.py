@@ -11,7 +11,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from core.feast_repo import apply_repo, export_feast_environment, open_store
+from core.feast_repo import apply_repo, open_store, write_feast_config
 from featurestack.platform_run import run_platform
 from support import PLATFORM_DAYS as DAYS
 
@@ -95,7 +95,7 @@ def test_historical_retrieval_is_identical_in_both_offline_profiles(platform):
         spark_store = open_store(spark_settings, platform.redis.url)
         on_spark = spark_store.get_historical_features(entity_df=entity_df, features=spark_store.get_feature_service("fraud_detection_v1")).to_df()
     finally:
-        export_feast_environment(settings, platform.redis.url)  # later tests use the local profile again
+        write_feast_config(settings, platform.redis.url)  # the generated config of the state: the local profile again
 
     def normalized(frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.copy()

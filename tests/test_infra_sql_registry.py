@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from core.feast_repo import apply_repo, open_store
-from core.settings import FEATURE_REPO_DIR, load_settings
+from core.settings import FEATURE_REPO_DIR
+from support import platform_settings
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +34,8 @@ def registry_db():
 
 
 @pytest.fixture
-def sql_settings(registry_db, tmp_path, monkeypatch):
-    monkeypatch.setenv("FEATURESTACK_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("FEATURESTACK_FEAST_PROJECT", f"fs_sqlreg_{uuid.uuid4().hex[:8]}")
-    monkeypatch.setenv("FEATURESTACK_OFFLINE_PROFILE", "local")
-    monkeypatch.setenv("FEATURESTACK_REGISTRY_DB_URL", registry_db)
-    monkeypatch.delenv("FEATURESTACK_DATA_DIR", raising=False)
-    return load_settings()
+def sql_settings(registry_db, tmp_path, redis_url):
+    return platform_settings(tmp_path, f"fs_sqlreg_{uuid.uuid4().hex[:8]}", redis_url, registry_db_url=registry_db)
 
 
 def test_sql_registry_profile_is_selected(sql_settings):

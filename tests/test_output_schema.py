@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.registry import FeaturePipeline, history_days, load_pipeline
+from core.settings import FEATURE_REPO_DIR
+from pipelines.registry import FeaturePipeline, history_days, view_pipeline
 from pipelines.schema import OutputSchemaError, check_output_schema, spark_type
 
 pytestmark = pytest.mark.integration
@@ -64,6 +65,6 @@ def test_look_back_is_the_longest_declared_input_per_daily_table():
 
     assert history_days([pipeline("a", {"transactions": 7, "users": 0}),
                          pipeline("b", {"transactions": 60, "chargebacks": 30, "merchants": 0})]) == {"transactions": 60, "chargebacks": 30}
-    merchant_risk = load_pipeline("merchant_risk")
+    merchant_risk = view_pipeline(FEATURE_REPO_DIR, "merchant_risk")
     assert history_days([merchant_risk]) == {"transactions": merchant_risk.inputs["transactions"],
                                              "chargebacks": merchant_risk.inputs["chargebacks"]}

@@ -6,11 +6,16 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from pipelines.merchant_risk import build_merchant_risk, snapshot_time
+from core.feast_repo import view_module
+from core.settings import FEATURE_REPO_DIR
 from pipelines.raw import CHARGEBACKS, MERCHANTS, TRANSACTIONS
 from pipelines.windowed import build_windowed_features
 
 pytestmark = pytest.mark.integration
+
+# merchant_risk's pipeline functions live in its view module, feature_repo/feature_views/merchant_risk.py.
+_merchant_risk = view_module(FEATURE_REPO_DIR, "merchant_risk")
+build_merchant_risk, snapshot_time = _merchant_risk.build_merchant_risk, _merchant_risk.snapshot_time
 
 DAY = date(2026, 11, 10)
 NOON = datetime(2026, 11, 10, 12, 0, tzinfo=timezone.utc)

@@ -23,7 +23,7 @@ import redis
 
 from core import lake
 from core.redis_server import project_keys
-from support import delete_project_keys, platform_environment
+from support import delete_project_keys, platform_settings
 
 pytestmark = pytest.mark.integration
 
@@ -45,23 +45,21 @@ def _snapshot(url: str, project: str) -> dict[bytes, dict[bytes, bytes]]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, redis_url, spark):
     from assets.definitions import DAILY_JOB, SETUP_JOB, build_definitions
-    from core.settings import load_settings
     from pipelines.generator import generate
 
     project = f"fs_quar_{uuid.uuid4().hex[:8]}"
-    with platform_environment(tmp_path_factory.mktemp("quarantine"), project, redis_url):
-        try:
-            settings = load_settings()
-            generate(settings.landing_dir, settings.start_date, DAYS, TRANSACTIONS_PER_DAY, seed=21)
-            definitions = build_definitions(settings)
-            instance = dg.DagsterInstance.ephemeral()
-            assert definitions.resolve_job_def(SETUP_JOB).execute_in_process(instance=instance).success
-            day1 = settings.start_date.isoformat()
-            assert definitions.resolve_job_def(DAILY_JOB).execute_in_process(instance=instance, partition_key=day1).success
-            yield {"settings": settings, "definitions": definitions, "instance": instance, "project": project,
-                   "url": redis_url, "good": _snapshot(redis_url, project)}
-        finally:
-            delete_project_keys(redis_url, project)
+    settings = platform_settings(tmp_path_factory.mktemp("quarantine"), project, redis_url)
+    try:
+        generate(settings.landing_dir, settings.start_date, DAYS, TRANSACTIONS_PER_DAY, seed=21)
+        definitions = build_definitions(settings)
+        instance = dg.DagsterInstance.ephemeral()
+        assert definitions.resolve_job_def(SETUP_JOB).execute_in_process(instance=instance).success
+        day1 = settings.start_date.isoformat()
+        assert definitions.resolve_job_def(DAILY_JOB).execute_in_process(instance=instance, partition_key=day1).success
+        yield {"settings": settings, "definitions": definitions, "instance": instance, "project": project,
+               "url": redis_url, "good": _snapshot(redis_url, project)}
+    finally:
+        delete_project_keys(redis_url, project)
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ and picks the same newest row per entity as the DuckDB reader, tie-breaks includ
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -85,25 +87,22 @@ def test_the_spark_profile_publishes_what_the_local_profile_published(platform, 
 
     from assets.definitions import build_definitions
     from core.feast_repo import apply_repo
-    from core.settings import load_settings
-    from support import platform_environment
 
     settings = platform.settings
     other_database = redis_url.rsplit("/", 1)[0] + "/11"
-    with platform_environment(settings.state_dir, settings.feast_project, other_database, FEATURESTACK_OFFLINE_PROFILE="spark"):
-        try:
-            spark_settings = load_settings()
-            apply_repo(spark_settings, other_database)
-            job = build_definitions(spark_settings).resolve_job_def("daily_features")
-            online = [dg.AssetKey(["online", "user_velocity"]), dg.AssetKey(["online", "merchant_risk"])]
-            for day in platform.days:
-                result = job.execute_in_process(partition_key=day.isoformat(), asset_selection=online)
-                assert result.success
-            local, on_spark = redis.Redis.from_url(redis_url), redis.Redis.from_url(other_database)
-            local_keys, spark_keys = set(project_keys(local, settings.feast_project)), set(project_keys(on_spark, settings.feast_project))
-            assert len(spark_keys) > 100 and spark_keys == local_keys
-            assert all(local.hgetall(key) == on_spark.hgetall(key) for key in sorted(spark_keys))
-            local.close()
-            on_spark.close()
-        finally:
-            delete_project_keys(other_database, settings.feast_project)
+    spark_settings = replace(settings, redis_url=other_database, offline_profile="spark")
+    try:
+        apply_repo(spark_settings, other_database)
+        job = build_definitions(spark_settings).resolve_job_def("daily_features")
+        online = [dg.AssetKey(["online", "user_velocity"]), dg.AssetKey(["online", "merchant_risk"])]
+        for day in platform.days:
+            result = job.execute_in_process(partition_key=day.isoformat(), asset_selection=online)
+            assert result.success
+        local, on_spark = redis.Redis.from_url(redis_url), redis.Redis.from_url(other_database)
+        local_keys, spark_keys = set(project_keys(local, settings.feast_project)), set(project_keys(on_spark, settings.feast_project))
+        assert len(spark_keys) > 100 and spark_keys == local_keys
+        assert all(local.hgetall(key) == on_spark.hgetall(key) for key in sorted(spark_keys))
+        local.close()
+        on_spark.close()
+    finally:
+        delete_project_keys(other_database, settings.feast_project)

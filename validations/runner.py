@@ -12,6 +12,7 @@ import importlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -26,8 +27,8 @@ from validations import import_great_expectations
 
 import_great_expectations()  # before anything imports GX (see there)
 
-from validations.suites import SUITE_MODULES  # noqa: E402
-from validations.suites._common import SuiteParams, with_reference_flags  # noqa: E402
+from validations.expect import SuiteParams, with_reference_flags  # noqa: E402
+from validations.suites import suite_names  # noqa: E402
 
 SAMPLE_ROWS = 5
 
@@ -58,6 +59,7 @@ class ValidationResult:
     outcomes: list[ExpectationOutcome]
     seconds: float
     partition: str | None = None
+    defined_in: str | None = None  # the module declaring the suite
 
     @property
     def failed(self) -> list[ExpectationOutcome]:
@@ -109,17 +111,39 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def suite_module(table: str):
-    if table not in SUITE_MODULES:
+@dataclass(frozen=True)
+class Suite:
+    """An expectation suite: the table it validates, the columns identifying a row, and its expectations
+    for one partition; a raw table's also carries its contract (referential rules) and `prepare`."""
+
+    table: str
+    keys: tuple[str, ...]
+    expectations: Callable[[SuiteParams], list]
+    defined_in: str
+    contract: Any = None  # pipelines.contracts.Contract of a raw table
+    prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+
+
+def raw_suite(table: str) -> Suite:
+    """The suite of raw table `table`: its module validations/suites/<table>.py."""
+    if table not in suite_names():
         raise LookupError(f"no expectation suite for table {table!r}: add validations/suites/{table}.py")
-    return importlib.import_module(f"validations.suites.{table}")
+    module = importlib.import_module(f"validations.suites.{table}")
+    return Suite(table=module.TABLE, keys=tuple(module.KEYS), expectations=module.expectations,
+                 defined_in=f"validations/suites/{table}.py", contract=getattr(module, "CONTRACT", None),
+                 prepare=getattr(module, "prepare", None))
 
 
-def build_suite(table: str, params: SuiteParams):
+def _suite(suite: Suite | str) -> Suite:
+    return raw_suite(suite) if isinstance(suite, str) else suite
+
+
+def build_suite(suite: Suite | str, params: SuiteParams):
     import great_expectations as gx
 
+    suite = _suite(suite)
     _batch_definition()  # an (ephemeral) GX context must exist first
-    return gx.ExpectationSuite(name=table, expectations=list(suite_module(table).expectations(params)))
+    return gx.ExpectationSuite(name=suite.table, expectations=list(suite.expectations(params)))
 
 
 @lru_cache(maxsize=1)
@@ -134,17 +158,18 @@ def _batch_definition():
     return asset.add_batch_definition_whole_dataframe("whole")
 
 
-def validate(table: str, df: pd.DataFrame, params: SuiteParams = SuiteParams(), partition: str | None = None) -> ValidationResult:
-    """Validate a DataFrame against the suite of `table`."""
+def validate(suite: Suite | str, df: pd.DataFrame, params: SuiteParams = SuiteParams(), partition: str | None = None) -> ValidationResult:
+    """Validate a DataFrame against `suite` (a raw table's name: its suite in validations/suites/)."""
     started = time.perf_counter()
-    module = suite_module(table)
-    suite = build_suite(table, params)
-    frame = module.prepare(df) if hasattr(module, "prepare") else df
-    if hasattr(module, "CONTRACT"):  # a raw table: its referential rules read derived flags
-        frame = with_reference_flags(module.CONTRACT, frame, params)
+    definition = _suite(suite)
+    table = definition.table
+    gx_suite = build_suite(definition, params)
+    frame = definition.prepare(df) if definition.prepare else df
+    if definition.contract is not None:  # a raw table: its referential rules read derived flags
+        frame = with_reference_flags(definition.contract, frame, params)
     frame = frame.reset_index(drop=True)
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
-    gx_result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_ROWS})
+    gx_result = batch.validate(gx_suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_ROWS})
     outcomes = []
     for item in gx_result.results:
         config = item.expectation_config
@@ -168,7 +193,7 @@ def validate(table: str, df: pd.DataFrame, params: SuiteParams = SuiteParams(), 
         if item.exception_info and item.exception_info.get("raised_exception"):
             raise RuntimeError(f"suite {table}: {config.type} could not run: {item.exception_info.get('exception_message')}")
     return ValidationResult(
-        suite=table, rows=len(df), success=all(o.success for o in outcomes), outcomes=outcomes,
+        suite=table, rows=len(df), success=all(o.success for o in outcomes), outcomes=outcomes, defined_in=definition.defined_in,
         seconds=time.perf_counter() - started, partition=partition,
     )
 
@@ -193,10 +218,11 @@ def previous_partition_rows(table_dir: Path, day: date) -> int | None:
     return row_count(partition_dir(table_dir, earlier[-1])) if earlier else None
 
 
-def known_keys(table: str, raw_dir: Path, day: date | None) -> dict[str, pd.Index]:
+def known_keys(suite: Suite | str, raw_dir: Path, day: date | None) -> dict[str, pd.Index]:
     """For a raw table's referential rules: rule reason -> the keys of the referenced raw table (its
     partition of `day` when it is partitioned by day; a missing partition holds no keys)."""
-    contract = getattr(suite_module(table), "CONTRACT", None)
+    suite = _suite(suite)
+    table, contract = suite.table, suite.contract
     keys = {}
     for rule in contract.references if contract else ():
         path = raw_dir / rule.table
@@ -212,14 +238,15 @@ def known_keys(table: str, raw_dir: Path, day: date | None) -> dict[str, pd.Inde
     return keys
 
 
-def validate_partition(table: str, table_dir: Path, day: date | None, raw_dir: Path | None = None) -> ValidationResult:
+def validate_partition(suite: Suite | str, table_dir: Path, day: date | None, raw_dir: Path | None = None) -> ValidationResult:
     """Validate one date partition of `table_dir` (or the whole table when `day` is None). `raw_dir`:
     where a raw table's referential rules find the referenced tables."""
-    references = known_keys(table, raw_dir, day) if raw_dir is not None else {}
+    suite = _suite(suite)
+    references = known_keys(suite, raw_dir, day) if raw_dir is not None else {}
     if day is None:
-        return validate(table, read_table(table_dir), SuiteParams(known_keys=references))
+        return validate(suite, read_table(table_dir), SuiteParams(known_keys=references))
     path = partition_dir(table_dir, day)
     if not path.exists():
-        raise FileNotFoundError(f"suite {table}: no partition {path}")
+        raise FileNotFoundError(f"suite {suite.table}: no partition {path}")
     params = SuiteParams(partition_date=day, previous_rows=previous_partition_rows(table_dir, day), known_keys=references)
-    return validate(table, read_table(path), params, partition=day.isoformat())
+    return validate(suite, read_table(path), params, partition=day.isoformat())

@@ -4,7 +4,7 @@ contract's row-level rules as shares of bad rows, plus what only the whole parti
 import great_expectations.expectations as gxe
 
 from pipelines.contracts import CHARGEBACKS
-from validations.suites._common import SuiteParams, contract_expectations, row_count_vs_previous
+from validations.expect import SuiteParams, contract_expectations, row_count_vs_previous
 
 TABLE = "chargebacks"
 KEYS = ("txn_id",)

@@ -4,7 +4,7 @@ rules as shares of bad rows, plus what only the whole table shows."""
 import great_expectations.expectations as gxe
 
 from pipelines.contracts import MERCHANTS
-from validations.suites._common import SuiteParams, contract_expectations, row_count_vs_previous
+from validations.expect import SuiteParams, contract_expectations, row_count_vs_previous
 
 TABLE = "merchants"
 KEYS = ("merchant_id",)

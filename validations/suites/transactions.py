@@ -2,7 +2,7 @@
 rules as shares of bad rows, plus what only the whole partition shows."""
 
 from pipelines.contracts import TRANSACTIONS
-from validations.suites._common import SuiteParams, contract_expectations, quantiles, row_count_vs_previous
+from validations.expect import SuiteParams, contract_expectations, quantiles, row_count_vs_previous
 
 TABLE = "transactions"
 KEYS = ("txn_id",)

@@ -1,4 +1,5 @@
-"""Building blocks shared by the suites (plain GX 1.x expectations, nothing custom)."""
+"""Building blocks of expectation suites (plain GX 1.x expectations, nothing custom): the raw suites in
+validations/suites/ and the view-specific `expectations` of each feature view module use them."""
 
 from __future__ import annotations
 

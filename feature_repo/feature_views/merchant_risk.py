@@ -1,17 +1,46 @@
-"""Merchant risk: an end-of-day snapshot per merchant, using only the chargeback labels known by then."""
+"""merchant_risk: an end-of-day snapshot per merchant, using only the chargeback labels known by then.
+
+The view, the Spark function computing one daily partition (PIPELINE) and the view-specific expectations
+of its suite. Not-null, type, key and partition-day expectations come from the schema
+(validations/feature_suite.py); the output is checked against the schema before it is written.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
 
+from feast import FeatureView, Field
+from feast.types import Float64, Int64
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from data_sources import offline_table_source
+from entities import merchant
 from pipelines.registry import FeaturePipeline
 
 WINDOW_DAYS = 30
 MICROS_PER_DAY = 86_400 * 1_000_000
+
+merchant_risk = FeatureView(
+    name="merchant_risk",
+    entities=[merchant],
+    ttl=timedelta(days=2),
+    source=offline_table_source("merchant_risk"),
+    online=True,
+    owner="risk-data@featurestack.dev",
+    description="Daily end-of-day risk snapshot of a merchant, using only chargebacks already reported by then.",
+    tags={"freshness_sla_hours": "48", "team": "fraud"},
+    schema=[
+        Field(name="txn_count_1d", dtype=Int64, description="Transactions on the snapshot day."),
+        Field(name="txn_count_30d", dtype=Int64, description="Transactions in the last 30 days."),
+        Field(name="amount_sum_30d", dtype=Float64, description="Amount processed in the last 30 days."),
+        Field(name="chargeback_count_30d", dtype=Int64, description="Last-30-day transactions with a chargeback reported by the snapshot time."),
+        Field(name="chargeback_rate_30d", dtype=Float64, description="chargeback_count_30d / txn_count_30d: only labels known at the snapshot time."),
+        Field(name="merchant_age_days", dtype=Float64, tags={"nullable": "true"},
+              description="Days since the merchant was created (new merchants are riskier)."),
+    ],
+)
 
 
 def snapshot_time(partition_date: date) -> datetime:
@@ -67,7 +96,25 @@ def _build(tables: Mapping[str, DataFrame], partition_date: date) -> DataFrame:
 
 
 PIPELINE = FeaturePipeline(
-    name="merchant_risk",
+    name=merchant_risk.name,
     inputs={"transactions": WINDOW_DAYS, "chargebacks": WINDOW_DAYS, "merchants": 0},
     build=_build,
 )
+
+
+def expectations(params):
+    from validations.expect import at_least, between, mean, quantiles, row_count_vs_previous
+
+    return [
+        between("txn_count_30d", 1, None),
+        between("txn_count_1d", 0, None),
+        between("chargeback_count_30d", 0, None),
+        between("chargeback_rate_30d", 0.0, 1.0),
+        between("merchant_age_days", 0.0, None),
+        at_least("txn_count_30d", "txn_count_1d"),
+        at_least("txn_count_30d", "chargeback_count_30d"),
+        # The 30-day window only fills up: merchants active in it rarely disappear from one day to the next.
+        *row_count_vs_previous(params, 0.8, 3.0),
+        mean("chargeback_rate_30d", 0.0, 0.2),
+        quantiles("txn_count_30d", {0.5: (1.0, 1e7)}),
+    ]
