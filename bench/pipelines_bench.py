@@ -1,4 +1,5 @@
-"""Target 4: the Spark feature pipelines (pipelines/user_velocity.py, merchant_risk.py) against the same
+"""Target 4: the Spark feature pipelines (user_velocity's windowed pipeline derived from its declaration,
+pipelines/windowed.py; merchant_risk's module in feature_repo/feature_views/) against the same
 logic written as DuckDB SQL for this benchmark only, over the same landing transactions, for the last
 generated day (which reads every generated day: 7 days back for velocity, 30 for merchant risk).
 
@@ -42,8 +43,11 @@ class SparkPipelines:
         from core.feast_repo import view_module
         from core.settings import FEATURE_REPO_DIR
 
+        from core.windows import WindowedView
+        from pipelines.windowed import build_windowed_features
+
         build_merchant_risk = view_module(FEATURE_REPO_DIR, "merchant_risk").build_merchant_risk
-        from pipelines.user_velocity import build_user_velocity
+        velocity = WindowedView.from_feature_view(view_module(FEATURE_REPO_DIR, "user_velocity").user_velocity, "user_id")
 
         days = _days(self.data)
         day = days[-1]
@@ -54,7 +58,7 @@ class SparkPipelines:
         velocity_days = [str(partition_dir(landing / "transactions", d)) for d in days if d >= day - timedelta(days=7)]
         risk_days = [d for d in days if d >= day - timedelta(days=30)]
         transactions = self.spark.read.parquet(*velocity_days)
-        build_user_velocity(transactions, day).write.mode("overwrite").parquet(str(self.out / "user_velocity"))
+        build_windowed_features(transactions, velocity, day).write.mode("overwrite").parquet(str(self.out / "user_velocity"))
         risk_tx = self.spark.read.parquet(*(str(partition_dir(landing / "transactions", d)) for d in risk_days))
         chargebacks = self.spark.read.parquet(*(str(partition_dir(landing / "chargebacks", d)) for d in risk_days))
         merchants = self.spark.read.parquet(str(landing / "merchants"))
@@ -74,11 +78,13 @@ WITH tx AS (
         sum(c) OVER w1h AS txn_count_1h, sum(c) OVER w24h AS txn_count_24h, sum(c) OVER w7d AS txn_count_7d,
         sum(a) OVER w1h AS amount_sum_1h, sum(a) OVER w24h AS amount_sum_24h, sum(a) OVER w7d AS amount_sum_7d,
         list_unique(flatten(list(m) OVER w24h)) AS distinct_merchants_24h,
-        (us - lag(us) OVER (PARTITION BY user_id ORDER BY us)) / 1e6 AS seconds_since_prev_txn
+        -- the previous instant within the 7-day window, else null (core/windows.py)
+        (us - max(us) OVER w7d_before) / 1e6 AS seconds_since_prev_txn
     FROM per_instant
     WINDOW w1h AS (PARTITION BY user_id ORDER BY us RANGE BETWEEN 3599999999 PRECEDING AND CURRENT ROW),
            w24h AS (PARTITION BY user_id ORDER BY us RANGE BETWEEN 86399999999 PRECEDING AND CURRENT ROW),
-           w7d AS (PARTITION BY user_id ORDER BY us RANGE BETWEEN 604799999999 PRECEDING AND CURRENT ROW)
+           w7d AS (PARTITION BY user_id ORDER BY us RANGE BETWEEN 604799999999 PRECEDING AND CURRENT ROW),
+           w7d_before AS (PARTITION BY user_id ORDER BY us RANGE BETWEEN 604799999999 PRECEDING AND 1 PRECEDING)
 )
 SELECT user_id, event_timestamp,
        txn_count_1h::BIGINT AS txn_count_1h, txn_count_24h::BIGINT AS txn_count_24h, txn_count_7d::BIGINT AS txn_count_7d,
