@@ -41,6 +41,7 @@ class PlatformResource(dg.ConfigurableResource):
     spark_conf: dict[str, str]
     redis_url: str = ""  # dg.EnvVar("REDIS_URL"), or empty: the local discovery
     registry_db_url: str = ""  # dg.EnvVar("FEATURESTACK_REGISTRY_DB_URL"), or empty: the file registry
+    mlflow_tracking_uri: str = ""  # dg.EnvVar("MLFLOW_TRACKING_URI"), or empty: the sqlite store under state_dir
     stream_log: str = "redis"
     stream_partitions: int = 4
 
@@ -55,6 +56,7 @@ class PlatformResource(dg.ConfigurableResource):
             redis_url=dg.EnvVar("REDIS_URL") if settings.redis_url else "",
             redis_type=settings.redis_type, redis_write_mode=settings.redis_write_mode,
             registry_db_url=dg.EnvVar("FEATURESTACK_REGISTRY_DB_URL") if settings.registry_db_url else "",
+            mlflow_tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI") if settings.mlflow_tracking_uri else "",
             spark_master=settings.spark_master, spark_driver_memory=settings.spark_driver_memory,
             spark_shuffle_partitions=settings.spark_shuffle_partitions, spark_conf=dict(settings.spark_conf),
             stream_log=settings.stream.log, stream_partitions=settings.stream.partitions,
@@ -70,6 +72,7 @@ class PlatformResource(dg.ConfigurableResource):
                 spark_shuffle_partitions=self.spark_shuffle_partitions, spark_conf=dict(self.spark_conf),
                 start_date=date.fromisoformat(self.start_date) if self.start_date else None, registry_db_url=self.registry_db_url,
                 redis_type=self.redis_type, redis_write_mode=self.redis_write_mode,
+                mlflow_tracking_uri=self.mlflow_tracking_uri,
                 stream=StreamSettings(log=self.stream_log, partitions=self.stream_partitions),
             )
         return self._settings

@@ -46,7 +46,7 @@ _REPO_MODULES = tuple(path.stem for path in FEATURE_REPO_DIR.glob("*.py"))
 
 # Placeholders of a template whose value may carry a password: never written to disk, Feast reads
 # them from the environment of the processes featurestack starts.
-_SECRET_PLACEHOLDERS = ("FEATURESTACK_FEAST_REDIS", "FEATURESTACK_REGISTRY_DB_URL")
+_SECRET_PLACEHOLDERS = ("FEATURESTACK_FEAST_REDIS", "FEATURESTACK_REGISTRY_DB_URL", "FEATURESTACK_MLFLOW_TRACKING_URI")
 
 
 def _has_password(url: str) -> bool:
@@ -65,6 +65,7 @@ def export_feast_environment(settings: Settings, redis_url: str | None = None) -
         FEATURESTACK_STATE_DIR=str(settings.state_dir),
         FEATURESTACK_OFFLINE_PROFILE=settings.offline_profile,
         FEATURESTACK_DATA_DIR=str(settings.data_dir),
+        FEATURESTACK_MLFLOW_TRACKING_URI=settings.tracking_uri,
         SPARK_MASTER=settings.spark_master,
         SPARK_DRIVER_MEMORY=settings.spark_driver_memory,
         SPARK_SHUFFLE_PARTITIONS=str(settings.spark_shuffle_partitions),
@@ -81,11 +82,13 @@ def render_feast_config(settings: Settings, redis_url: str) -> str:
         "FEATURESTACK_FEAST_REDIS_TYPE": settings.redis_type,
         "FEATURESTACK_FEAST_REDIS": feast_connection_string(redis_url, settings.redis_type),
         "FEATURESTACK_REGISTRY_DB_URL": settings.registry_db_url,
+        "FEATURESTACK_MLFLOW_TRACKING_URI": settings.tracking_uri,
         "SPARK_MASTER": settings.spark_master,
         "SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
         "SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
     }
-    secret_sources = {"FEATURESTACK_FEAST_REDIS": redis_url, "FEATURESTACK_REGISTRY_DB_URL": settings.registry_db_url}
+    secret_sources = {"FEATURESTACK_FEAST_REDIS": redis_url, "FEATURESTACK_REGISTRY_DB_URL": settings.registry_db_url,
+                      "FEATURESTACK_MLFLOW_TRACKING_URI": settings.tracking_uri}
     kept = sorted(name for name in _SECRET_PLACEHOLDERS if _has_password(secret_sources[name]))
     for name in kept:
         del values[name]

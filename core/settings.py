@@ -95,6 +95,8 @@ class Settings:
     redis_write_mode: str = "auto"  # one of REDIS_WRITE_MODES
     # MLflow tracking and model registry; empty: the embedded sqlite store under the state folder
     mlflow_tracking_uri: str = ""
+    # The tracking UI as a browser reaches it (`make mlflow-ui`): the catalog links each model's run there
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
     stream: StreamSettings = field(default_factory=lambda: StreamSettings())
 
@@ -198,6 +200,7 @@ def load_settings() -> Settings:
         redis_type=_redis_type(),
         redis_write_mode=_redis_write_mode(),
         mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", ""),
+        mlflow_ui_url=_env("MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/"),
         serving=ServingSettings(
             model_dir=_env("FEATURESTACK_MODEL_DIR", ""),
             feature_service=_env("FEATURESTACK_SERVING_FEATURE_SERVICE", "fraud_detection_v1"),
