@@ -10,10 +10,12 @@ aliases. mlflow is imported lazily: the CLI and the catalog start without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,20 @@ class ModelRegistry:
         self.cache_dir = cache_dir
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
+    @contextlib.contextmanager
+    def fluent(self) -> Iterator[None]:
+        """mlflow's module-level API (start_run, log_*, register_model) on this store for the block.
+        MLflow keeps that URI in the process environment (MLFLOW_TRACKING_URI): what was there is put
+        back after, so a later load_settings() in this process does not read this store's URI."""
+        import mlflow
+
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+
     def _version(self, raw) -> ModelVersion:
         return ModelVersion(name=raw.name, version=str(raw.version), run_id=raw.run_id or "",
                             aliases=tuple(sorted(raw.aliases or ())), tags=dict(raw.tags or {}),
@@ -123,8 +139,9 @@ class ModelRegistry:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{version.name}-{version.version}-", dir=self.cache_dir))
             try:
-                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}",
-                                                    dst_path=str(staging), tracking_uri=self.tracking_uri)
+                with self.fluent():  # models:/ URIs resolve through the process-wide registry URI
+                    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}",
+                                                        dst_path=str(staging), tracking_uri=self.tracking_uri)
                 if not (staging / ARTIFACT_SUBDIR / "manifest.json").is_file():
                     raise ValueError(f"models:/{version.name}/{version.version} carries no featurestack serving artifact "
                                      f"({ARTIFACT_SUBDIR}/manifest.json): register it with `featurestack train`")

@@ -125,6 +125,7 @@ def test_the_gate_promotes_the_first_refuses_a_second_and_rollback_moves_the_ali
     assert latest.read_text() == first.manifest.version
     with pytest.raises(ValueError, match="no previous champion"):
         rollback(own_store, "fraud_mlp")
+    capsys.readouterr()
     list_models(own_store, "fraud_mlp")
     listing = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1] for line in listing.splitlines()[2:-1]}

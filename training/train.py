@@ -266,10 +266,11 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
     )
     manifest.write(model_dir)
 
-    run_id, experiment_id = _log_run(store, registry, settings, service, manifest, model, model_dir, frame, champion,
-                                     champion_metrics, coverage, {"epochs": epochs, "holdout_days": holdout_days, "seed": seed,
-                                                                  **calibration})
-    registered = store.mlflow.register_model(f"runs:/{run_id}/model", name)
+    with registry.fluent():
+        run_id, experiment_id = _log_run(store, registry, settings, service, manifest, model, model_dir, frame, champion,
+                                         champion_metrics, coverage, {"epochs": epochs, "holdout_days": holdout_days, "seed": seed,
+                                                                      **calibration})
+        registered = store.mlflow.register_model(f"runs:/{run_id}/model", name)
     registry.set_version_tags(name, str(registered.version), {
         FEATURE_SERVICE_TAG: feature_service, ARTIFACT_VERSION_TAG: version, "label_cutoff": window.cutoff.isoformat()})
     registry.set_alias(name, CHALLENGER, str(registered.version))
