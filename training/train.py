@@ -180,10 +180,13 @@ def _champion_metrics(registry: ModelRegistry, champion: ModelVersion, test: pd.
 
 
 def _experiment_id(registry: ModelRegistry, settings: Settings) -> str:
-    """The Feast project's experiment, its artifacts under the settings' artifact root (never ./mlruns)."""
+    """The Feast project's experiment. On a database store its artifacts go under the settings'
+    artifact root (never ./mlruns); a tracking server (http[s]://) keeps them where it is configured to."""
     found = registry.client.get_experiment_by_name(settings.feast_project)
     if found is not None:
         return found.experiment_id
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        return registry.client.create_experiment(settings.feast_project)
     location = settings.mlflow_artifact_root / settings.feast_project
     location.mkdir(parents=True, exist_ok=True)
     return registry.client.create_experiment(settings.feast_project, artifact_location=location.as_uri())
