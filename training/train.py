@@ -205,6 +205,8 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
     refs = feature_refs(service)
     if frame is None:
         frame = build_training_set(settings, redis_url, feature_service, cutoff)
+    elif cutoff is not None:
+        raise ValueError("give a label cutoff or a built training set (it carries its own cutoff), not both")
     window = LabelWindow.from_described(frame.attrs)
     views = list(dict.fromkeys(ref.split(":")[0] for ref in refs))
     days = sorted(frame["event_timestamp"].dt.date.unique())
