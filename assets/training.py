@@ -125,6 +125,7 @@ def _service_assets(service) -> list[dg.AssetsDefinition]:
     name = service.tags["model"]
     policy = GatePolicy.from_tags(service.name, dict(service.tags))
     check_descriptions = {
+        "enough_labels": f"the holdout holds >= {policy.min_holdout_positives} chargebacks reported by the label cutoff",
         "beats_metric_floor": f"holdout ROC AUC >= {policy.min_test_roc_auc}",
         "calibrated": f"holdout expected calibration error <= {policy.max_calibration_error}",
         "feature_coverage": f"every feature present in >= {policy.min_feature_coverage:.0%} of holdout rows",

@@ -32,7 +32,7 @@ def _result(metrics: dict[str, float], champion_auc: float | None = None, covera
                           feature_coverage={"view:a": coverage}, service_tags={}, latency_batch=np.zeros((1, 1), np.float32))
 
 
-GOOD = {"test_roc_auc": 0.9, "test_calibration_error": 0.01}
+GOOD = {"test_roc_auc": 0.9, "test_calibration_error": 0.01, "test_positives": 40, "test_rows": 1000, "test_matured_rows": 1000}
 
 
 def test_the_first_version_passes_on_its_own_checks():
@@ -51,7 +51,7 @@ def test_a_challenger_must_beat_the_champion_by_the_margin():
 
 
 def test_every_failing_check_says_why():
-    verdict = evaluate_gate(_result({"test_roc_auc": 0.6, "test_calibration_error": 0.2}, coverage=0.3),
+    verdict = evaluate_gate(_result({**GOOD, "test_roc_auc": 0.6, "test_calibration_error": 0.2}, coverage=0.3),
                             GatePolicy(min_test_roc_auc=0.75, max_batch_latency_ms=10.0), latency_p99_ms=12.5)
     assert verdict.refusals == [
         "beats_metric_floor: holdout ROC AUC 0.6000 < floor 0.75",
@@ -62,8 +62,11 @@ def test_every_failing_check_says_why():
 
 
 def test_a_holdout_of_one_class_fails_the_floor_and_cannot_be_compared():
-    verdict = evaluate_gate(_result({"test_calibration_error": 0.01}, champion_auc=0.8), GatePolicy(), latency_p99_ms=1.0)
-    assert [reason.split(":")[0] for reason in verdict.refusals] == ["beats_metric_floor", "beats_champion"]
+    verdict = evaluate_gate(_result({"test_calibration_error": 0.01, "test_positives": 0, "test_rows": 500, "test_matured_rows": 0},
+                                    champion_auc=0.8), GatePolicy(), latency_p99_ms=1.0)
+    assert [reason.split(":")[0] for reason in verdict.refusals] == ["enough_labels", "beats_metric_floor", "beats_champion"]
+    assert verdict.refusals[0] == ("enough_labels: 0 chargebacks reported by the cutoff in the holdout (0 of 500 rows with a matured "
+                                   "label) < 20: too few labels to judge the model yet (chargebacks arrive up to 14 days late)")
 
 
 def test_policy_from_tags():

@@ -1,6 +1,8 @@
 """The promotion gate (CI/CD for models): a new version is the `challenger`; it becomes the `champion`
 only if it passes every check. The thresholds are the feature service's tags (defaults below):
 
+    min_holdout_positives   the holdout holds at least this many chargebacks reported by the cutoff
+                            (fewer, e.g. right after the demo, where no label has matured: no verdict)
     min_test_roc_auc        metric floor: holdout ROC AUC at least this
     max_calibration_error   holdout expected calibration error at most this
     min_feature_coverage    every feature has a value in at least this share of holdout rows
@@ -23,13 +25,14 @@ from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 from core.settings import Settings
 from training.train import TrainingResult
 
-GATE_CHECKS = ("beats_metric_floor", "calibrated", "feature_coverage", "latency_budget", "beats_champion")
+GATE_CHECKS = ("enough_labels", "beats_metric_floor", "calibrated", "feature_coverage", "latency_budget", "beats_champion")
 GATE_TAG = "gate"  # model-version tag: the gate's outcome as JSON
 GATE_PASSED_TAG = "gate_passed"  # "true" / "false"
 
 
 @dataclass(frozen=True)
 class GatePolicy:
+    min_holdout_positives: int = 20
     min_test_roc_auc: float = 0.5
     max_calibration_error: float = 0.05
     min_feature_coverage: float = 0.5
@@ -82,7 +85,15 @@ def evaluate_gate(result: TrainingResult, policy: GatePolicy, latency_p99_ms: fl
     auc = metrics.get("test_roc_auc")
     ece = metrics.get("test_calibration_error")
     worst_ref, coverage = min(result.feature_coverage.items(), key=lambda item: item[1])
+    positives = int(metrics.get("test_positives", 0))
+    matured = int(metrics.get("test_matured_rows", 0))
     checks = [
+        GateCheck("enough_labels", positives >= policy.min_holdout_positives, positives, policy.min_holdout_positives,
+                  f"{positives} chargebacks reported by the cutoff in the holdout "
+                  f"({matured:,} of {int(metrics.get('test_rows', 0)):,} rows with a matured label) "
+                  + (f">= {policy.min_holdout_positives}" if positives >= policy.min_holdout_positives else
+                     f"< {policy.min_holdout_positives}: too few labels to judge the model yet (chargebacks arrive "
+                     "up to 14 days late)")),
         GateCheck("beats_metric_floor", auc is not None and auc >= policy.min_test_roc_auc, auc, policy.min_test_roc_auc,
                   "holdout has one class only: no ROC AUC" if auc is None else
                   f"holdout ROC AUC {auc:.4f} {'>=' if auc >= policy.min_test_roc_auc else '<'} floor {policy.min_test_roc_auc}"),
