@@ -17,7 +17,7 @@ from training.promotion import (
 )
 from training.train import TrainingResult, build_training_set, train
 
-LATENCY_CALLS = 200  # timed calls of the serving runner (after a warm-up) for the p99
+LATENCY_CALLS = 200  # timed calls of the serving runner (after a warm-up) for the median
 
 
 def training_set_key(service_name: str) -> dg.AssetKey:
@@ -32,8 +32,8 @@ def champion_key(service_name: str) -> dg.AssetKey:
     return dg.AssetKey(["training", service_name, "champion"])
 
 
-def serving_latency_p99_ms(result: TrainingResult, policy: GatePolicy, device: str) -> float:
-    """p99 of one call of the serving runner (as `featurestack serve` loads it) on a batch of holdout rows."""
+def serving_latency_ms(result: TrainingResult, policy: GatePolicy, device: str) -> float:
+    """The median call of the serving runner (as `featurestack serve` loads it) on a batch of holdout rows."""
     from serving.runner import load_runner
 
     runner = load_runner(result.model_dir, result.manifest, device)
@@ -45,13 +45,13 @@ def serving_latency_p99_ms(result: TrainingResult, policy: GatePolicy, device: s
         started = time.perf_counter()
         runner.probabilities(batch)
         timings.append(time.perf_counter() - started)
-    return float(np.percentile(timings, 99) * 1000)
+    return float(np.median(timings) * 1000)
 
 
 def gate(settings: Settings, result: TrainingResult) -> GateResult:
     """The gate's verdict on a freshly trained version, recorded on the version (tags)."""
     policy = GatePolicy.from_tags(result.manifest.feature_service, result.service_tags)
-    verdict = evaluate_gate(result, policy, serving_latency_p99_ms(result, policy, settings.serving.device))
+    verdict = evaluate_gate(result, policy, serving_latency_ms(result, policy, settings.serving.device))
     record_gate(ModelRegistry(settings.tracking_uri, settings.model_cache_dir), result, verdict)
     return verdict
 
@@ -129,7 +129,7 @@ def _service_assets(service) -> list[dg.AssetsDefinition]:
         "beats_metric_floor": f"holdout ROC AUC >= {policy.min_test_roc_auc}",
         "calibrated": f"holdout expected calibration error <= {policy.max_calibration_error}",
         "feature_coverage": f"every feature present in >= {policy.min_feature_coverage:.0%} of holdout rows",
-        "latency_budget": f"p99 <= {policy.max_batch_latency_ms} ms per {policy.latency_batch_rows}-row call on the serving runner",
+        "latency_budget": f"median <= {policy.max_batch_latency_ms} ms per {policy.latency_batch_rows}-row call on the serving runner",
         "beats_champion": f"holdout ROC AUC >= the champion's on the same rows + {policy.min_improvement}",
     }
 

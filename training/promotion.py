@@ -6,7 +6,8 @@ only if it passes every check. The thresholds are the feature service's tags (de
     min_test_roc_auc        metric floor: holdout ROC AUC at least this
     max_calibration_error   holdout expected calibration error at most this
     min_feature_coverage    every feature has a value in at least this share of holdout rows
-    max_batch_latency_ms    p99 of one serving-runner call on `latency_batch_rows` rows, at most this
+    max_batch_latency_ms    median of one serving-runner call on `latency_batch_rows` rows, at most this
+                            (the median: on a shared machine a p99 measures the neighbours)
     min_improvement         holdout ROC AUC at least the champion's (same rows) plus this
 
 The latency is measured on the serving runner by the caller (training must not import serving) and
@@ -36,7 +37,7 @@ class GatePolicy:
     min_test_roc_auc: float = 0.5
     max_calibration_error: float = 0.05
     min_feature_coverage: float = 0.5
-    max_batch_latency_ms: float = 50.0
+    max_batch_latency_ms: float = 20.0
     latency_batch_rows: int = 512
     min_improvement: float = 0.005
 
@@ -80,7 +81,8 @@ class GateResult:
         return json.dumps({"version": self.version, "passed": self.passed, "checks": [asdict(c) for c in self.checks]})
 
 
-def evaluate_gate(result: TrainingResult, policy: GatePolicy, latency_p99_ms: float) -> GateResult:
+def evaluate_gate(result: TrainingResult, policy: GatePolicy, latency_ms: float) -> GateResult:
+    """`latency_ms`: the median serving-runner call, measured by the caller (training does not import serving)."""
     metrics = result.manifest.training.metrics
     auc = metrics.get("test_roc_auc")
     ece = metrics.get("test_calibration_error")
@@ -103,9 +105,9 @@ def evaluate_gate(result: TrainingResult, policy: GatePolicy, latency_p99_ms: fl
         GateCheck("feature_coverage", coverage >= policy.min_feature_coverage, coverage, policy.min_feature_coverage,
                   f"least covered feature {worst_ref}: {coverage:.1%} of holdout rows "
                   f"{'>=' if coverage >= policy.min_feature_coverage else '<'} {policy.min_feature_coverage:.0%}"),
-        GateCheck("latency_budget", latency_p99_ms <= policy.max_batch_latency_ms, latency_p99_ms, policy.max_batch_latency_ms,
-                  f"p99 {latency_p99_ms:.2f} ms per {policy.latency_batch_rows}-row call on the serving runner "
-                  f"{'<=' if latency_p99_ms <= policy.max_batch_latency_ms else '>'} budget {policy.max_batch_latency_ms} ms"),
+        GateCheck("latency_budget", latency_ms <= policy.max_batch_latency_ms, latency_ms, policy.max_batch_latency_ms,
+                  f"median {latency_ms:.2f} ms per {policy.latency_batch_rows}-row call on the serving runner "
+                  f"{'<=' if latency_ms <= policy.max_batch_latency_ms else '>'} budget {policy.max_batch_latency_ms} ms"),
         _beats_champion(result, policy, auc),
     ]
     return GateResult(version=result.registered.version, checks=tuple(checks))
