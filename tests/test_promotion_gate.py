@@ -36,7 +36,7 @@ GOOD = {"test_roc_auc": 0.9, "test_calibration_error": 0.01, "test_positives": 4
 
 
 def test_the_first_version_passes_on_its_own_checks():
-    verdict = evaluate_gate(_result(GOOD), GatePolicy(min_test_roc_auc=0.75), latency_p99_ms=1.0)
+    verdict = evaluate_gate(_result(GOOD), GatePolicy(min_test_roc_auc=0.75), latency_ms=1.0)
     assert [check.name for check in verdict.checks] == list(GATE_CHECKS)
     assert verdict.passed and verdict.refusals == []
     assert verdict.checks[-1].reason == "no champion yet: nothing to beat"
@@ -44,26 +44,26 @@ def test_the_first_version_passes_on_its_own_checks():
 
 def test_a_challenger_must_beat_the_champion_by_the_margin():
     policy = GatePolicy(min_improvement=0.01)
-    refused = evaluate_gate(_result(GOOD, champion_auc=0.895), policy, latency_p99_ms=1.0)
+    refused = evaluate_gate(_result(GOOD, champion_auc=0.895), policy, latency_ms=1.0)
     assert refused.refusals == ["beats_champion: holdout ROC AUC 0.9000 vs champion v1 0.8950 on the same rows: "
                                 "does not beat it by the margin 0.01"]
-    assert evaluate_gate(_result(GOOD, champion_auc=0.89), policy, latency_p99_ms=1.0).passed
+    assert evaluate_gate(_result(GOOD, champion_auc=0.89), policy, latency_ms=1.0).passed
 
 
 def test_every_failing_check_says_why():
     verdict = evaluate_gate(_result({**GOOD, "test_roc_auc": 0.6, "test_calibration_error": 0.2}, coverage=0.3),
-                            GatePolicy(min_test_roc_auc=0.75, max_batch_latency_ms=10.0), latency_p99_ms=12.5)
+                            GatePolicy(min_test_roc_auc=0.75, max_batch_latency_ms=10.0), latency_ms=12.5)
     assert verdict.refusals == [
         "beats_metric_floor: holdout ROC AUC 0.6000 < floor 0.75",
         "calibrated: calibration error 0.2000 > 0.05",
         "feature_coverage: least covered feature view:a: 30.0% of holdout rows < 50%",
-        "latency_budget: p99 12.50 ms per 512-row call on the serving runner > budget 10.0 ms",
+        "latency_budget: median 12.50 ms per 512-row call on the serving runner > budget 10.0 ms",
     ]
 
 
 def test_a_holdout_of_one_class_fails_the_floor_and_cannot_be_compared():
     verdict = evaluate_gate(_result({"test_calibration_error": 0.01, "test_positives": 0, "test_rows": 500, "test_matured_rows": 0},
-                                    champion_auc=0.8), GatePolicy(), latency_p99_ms=1.0)
+                                    champion_auc=0.8), GatePolicy(), latency_ms=1.0)
     assert [reason.split(":")[0] for reason in verdict.refusals] == ["enough_labels", "beats_metric_floor", "beats_champion"]
     assert verdict.refusals[0] == ("enough_labels: 0 chargebacks reported by the cutoff in the holdout (0 of 500 rows with a matured "
                                    "label) < 20: too few labels to judge the model yet (chargebacks arrive up to 14 days late)")
