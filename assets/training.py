@@ -48,9 +48,10 @@ def serving_latency_ms(result: TrainingResult, policy: GatePolicy, device: str) 
     return float(np.median(timings) * 1000)
 
 
-def gate(settings: Settings, result: TrainingResult) -> GateResult:
-    """The gate's verdict on a freshly trained version, recorded on the version (tags)."""
-    policy = GatePolicy.from_tags(result.manifest.feature_service, result.service_tags)
+def gate(settings: Settings, result: TrainingResult, policy: GatePolicy | None = None) -> GateResult:
+    """The gate's verdict on a freshly trained version (thresholds: the service's tags unless `policy`),
+    recorded on the version (tags)."""
+    policy = policy or GatePolicy.from_tags(result.manifest.feature_service, result.service_tags)
     verdict = evaluate_gate(result, policy, serving_latency_ms(result, policy, settings.serving.device))
     record_gate(ModelRegistry(settings.tracking_uri, settings.model_cache_dir), result, verdict)
     return verdict

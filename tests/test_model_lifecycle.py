@@ -16,6 +16,7 @@ import pytest
 from core.artifacts import LATEST_FILE
 from core.feast_repo import open_store
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry
+from support import untimed_gate_policy
 from training.train import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -94,7 +95,7 @@ def test_the_gate_promotes_the_first_refuses_a_second_and_rollback_moves_the_ali
     from training.promotion import GATE_CHECKS
 
     first = train(own_store, platform.redis.url, epochs=2)
-    verdict = gate(own_store, first)
+    verdict = gate(own_store, first, untimed_gate_policy(first))
     assert [check.name for check in verdict.checks] == list(GATE_CHECKS)
     assert verdict.passed, verdict.refusals
     assert promote_challenger(own_store, "fraud_mlp", note="test") == first.registered.version
@@ -108,7 +109,7 @@ def test_the_gate_promotes_the_first_refuses_a_second_and_rollback_moves_the_ali
     second = train(own_store, platform.redis.url, epochs=2)
     assert second.champion.version == first.registered.version
     assert second.champion_metrics["test_roc_auc"] == second.manifest.training.metrics["test_roc_auc"]
-    refused = gate(own_store, second)
+    refused = gate(own_store, second, untimed_gate_policy(second))
     assert not refused.passed
     assert [reason.split(":")[0] for reason in refused.refusals] == ["beats_champion"]
     assert "does not beat it by the margin 0.005" in refused.refusals[0]
@@ -150,7 +151,7 @@ def test_tracking_and_registry_on_postgres(platform, postgres_store):
     from assets.training import gate, promote_challenger
 
     result = train(postgres_store, platform.redis.url, epochs=2)
-    assert gate(postgres_store, result).passed
+    assert gate(postgres_store, result, untimed_gate_policy(result)).passed
     promote_challenger(postgres_store, "fraud_mlp", note="test")
     registry = ModelRegistry(postgres_store.tracking_uri, postgres_store.model_cache_dir)
     [version] = registry.versions("fraud_mlp")
