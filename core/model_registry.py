@@ -70,6 +70,7 @@ class ModelRegistry:
 
     def __init__(self, tracking_uri: str, cache_dir: Path):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in logs
         from mlflow import MlflowClient
 
         if tracking_uri.startswith("sqlite:///"):  # sqlite creates the file, not its folder
