@@ -272,10 +272,10 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
     manifest.write(model_dir)
 
     with registry.fluent():
-        run_id, experiment_id = _log_run(store, registry, settings, service, manifest, model, model_dir, frame, champion,
+        run_id, experiment_id, model_uri = _log_run(store, registry, settings, service, manifest, model, model_dir, frame, champion,
                                          champion_metrics, coverage, {"epochs": epochs, "holdout_days": holdout_days, "seed": seed,
                                                                       **calibration})
-        registered = store.mlflow.register_model(f"runs:/{run_id}/model", name)
+        registered = store.mlflow.register_model(model_uri, name)
     registry.set_version_tags(name, str(registered.version), {
         FEATURE_SERVICE_TAG: feature_service, ARTIFACT_VERSION_TAG: version, "label_cutoff": window.cutoff.isoformat()})
     registry.set_alias(name, CHALLENGER, str(registered.version))
@@ -287,10 +287,11 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
 
 def _log_run(store, registry: ModelRegistry, settings: Settings, service, manifest: ModelManifest, model: FraudMLP,
              model_dir: Path, frame: pd.DataFrame, champion: ModelVersion | None, champion_metrics: dict[str, float],
-             coverage: dict[str, float], params: dict) -> tuple[str, str]:
+             coverage: dict[str, float], params: dict) -> tuple[str, str, str]:
     """The MLflow run through Feast's integration: parameters, metrics, the feature service with each
     view's fingerprint, the entity rows (get_training_entity_df(run_id) returns them) and the model, whose
-    extra files are the serving artifact (manifest, weights) the registry hands to serving."""
+    extra files are the serving artifact (manifest, weights) the registry hands to serving. Returns the
+    run id, the experiment id and the logged model's URI."""
     import mlflow
 
     training = manifest.training
@@ -319,4 +320,4 @@ def _log_run(store, registry: ModelRegistry, settings: Settings, service, manife
             extra_files=[str(path) for path in sorted(model_dir.iterdir())],
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
         )
-        return run.info.run_id, experiment_id
+        return run.info.run_id, experiment_id, f"models:/{mlflow.last_logged_model().model_id}"
