@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -47,8 +48,9 @@ def test_a_run_records_what_was_trained_and_feast_returns_its_entity_rows(platfo
     assert run.data.tags["feast.feature_refs"] == ",".join(result.manifest.feature_refs)
     described = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/feature_service.json")
     assert described["feature_views"] == {view: pin.fingerprint for view, pin in result.manifest.feature_views.items()}
-    # The run's artifacts live under the state folder, never ./mlruns.
+    # The run's artifacts live under the state folder; nothing lands in the working directory.
     assert run.info.artifact_uri.startswith(own_store.mlflow_artifact_root.as_uri())
+    assert not Path("mlruns").exists() and not Path("mlflow.db").exists()
 
     entity_rows = store.mlflow.get_training_entity_df(result.run_id)
     assert len(entity_rows) == training.rows["train"] + training.rows["test"]
