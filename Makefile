@@ -11,7 +11,7 @@ TORCH_VERSION := 2.13.0
 DEMO_DAYS ?= 4
 DEMO_TRANSACTIONS_PER_DAY ?= 20000
 
-.PHONY: install demo test test-fast dev status lock clean
+.PHONY: install demo test test-fast dev status lock clean mlflow-ui
 
 install: $(INSTALLED)
 
@@ -52,6 +52,20 @@ dev: install
 
 status: install
 	$(BIN)/featurestack status
+
+# The MLflow tracking UI on the platform's store (MLFLOW_TRACKING_URI, else the sqlite file under the
+# state folder), from an environment of its own: full mlflow does not resolve with our pins, and .venv
+# holds only mlflow-skinny (no UI). Same version as the client, so the same store schema.
+MLFLOW_VERSION := 3.17.2
+MLFLOW_UI_VENV := .state/mlflow-ui-venv
+MLFLOW_UI_PORT ?= 5000
+mlflow-ui: install
+	test -x $(MLFLOW_UI_VENV)/bin/mlflow || { $(PYTHON) -m venv $(MLFLOW_UI_VENV) && \
+		$(MLFLOW_UI_VENV)/bin/pip install --quiet --disable-pip-version-check mlflow==$(MLFLOW_VERSION) "psycopg[binary]==3.3.9"; }
+	STORE=$$($(BIN)/python -c "from core.settings import load_settings as s; c = s(); c.mlflow_artifact_root.mkdir(parents=True, exist_ok=True); print(c.tracking_uri, c.mlflow_artifact_root.as_uri())") && \
+	set -- $$STORE && echo "MLflow UI on http://127.0.0.1:$(MLFLOW_UI_PORT) for the store $${1%%://*}://... (Ctrl-C stops it)" && \
+	MLFLOW_DISABLE_TELEMETRY=true exec $(MLFLOW_UI_VENV)/bin/mlflow server --backend-store-uri "$$1" \
+		--default-artifact-root "$$2" --host 127.0.0.1 --port $(MLFLOW_UI_PORT)
 
 # Re-resolve the pinned dependency set (uv resolves it in seconds; pip backtracks for minutes).
 lock: install

@@ -61,7 +61,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         description="One day: raw tables -> feature tables -> Redis.",
     )
     training_job = dg.define_asset_job(
-        TRAINING_JOB, selection=dg.AssetSelection.groups("training"), description="Training set -> model, gated by its metric floor."
+        TRAINING_JOB, selection=dg.AssetSelection.groups("training"), description="Training set -> model (MLflow run, new version) -> champion, gated by the promotion checks."
     )
     return dg.Definitions(
         assets=[*apply_freshness_policies(assets, repo.feature_views), *stream_assets],

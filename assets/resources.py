@@ -49,6 +49,7 @@ class PlatformResource(dg.ConfigurableResource):
     feature_repo_dir: str
     redis_url: str = ""  # the URL, dg.EnvVar("REDIS_URL") when it holds a password, or empty: the local discovery
     registry_db_url: str = ""  # the URL, dg.EnvVar("FEATURESTACK_REGISTRY_DB_URL") when it holds a password, or empty: the file registry
+    mlflow_tracking_uri: str = ""  # the URI, dg.EnvVar("MLFLOW_TRACKING_URI") when it holds a password, or empty: the sqlite store under state_dir
     stream_log: str = "redis"
     stream_partitions: int = 4
 
@@ -64,6 +65,7 @@ class PlatformResource(dg.ConfigurableResource):
             redis_type=settings.redis_type, redis_write_mode=settings.redis_write_mode,
             registry_db_url=_unless_secret(settings.registry_db_url, "FEATURESTACK_REGISTRY_DB_URL"),
             feature_repo_dir=str(settings.feature_repo_dir),
+            mlflow_tracking_uri=_unless_secret(settings.mlflow_tracking_uri, "MLFLOW_TRACKING_URI"),
             spark_master=settings.spark_master, spark_driver_memory=settings.spark_driver_memory,
             spark_shuffle_partitions=settings.spark_shuffle_partitions, spark_conf=dict(settings.spark_conf),
             stream_log=settings.stream.log, stream_partitions=settings.stream.partitions,
@@ -79,6 +81,7 @@ class PlatformResource(dg.ConfigurableResource):
                 spark_shuffle_partitions=self.spark_shuffle_partitions, spark_conf=dict(self.spark_conf),
                 start_date=date.fromisoformat(self.start_date) if self.start_date else None, registry_db_url=self.registry_db_url,
                 redis_type=self.redis_type, redis_write_mode=self.redis_write_mode,
+                mlflow_tracking_uri=self.mlflow_tracking_uri,
                 stream=StreamSettings(log=self.stream_log, partitions=self.stream_partitions),
                 feature_repo_dir=Path(self.feature_repo_dir),
             )

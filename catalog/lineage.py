@@ -3,7 +3,8 @@
 The pipeline of a view is derived from its windowed features, or the `PIPELINE` of its module
 feature_repo/feature_views/<view>.py; the raw tables it reads are that PIPELINE's `inputs`, read from
 the module's source (no Spark import) and, only when not written as a literal there, by importing it.
-Models are the promoted (else newest) model of each feature service, read as the ModelManifest training writes.
+Models are the model registry's (MLflow): each registered model's versions and aliases, and the
+features its champion (else newest) version's ModelManifest names.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import ast
 from pathlib import Path
 from typing import Any, TypedDict
 
-from core.artifacts import MANIFEST_FILE, ModelManifest, latest_promoted
+from core.artifacts import ModelManifest
 from core.feast_repo import VIEW_MODULES
+from core.settings import Settings
 
 
 def _literal_inputs(source: str) -> dict[str, int] | None:
@@ -64,44 +66,73 @@ def pipeline_info(name: str, pipelines_dir: Path) -> dict[str, Any]:
     return info
 
 
+class CatalogVersion(TypedDict):
+    version: str
+    aliases: list[str]
+    created_ms: int
+    run_id: str
+    run_url: str  # the run on the MLflow tracking UI
+    metrics: dict[str, float]  # the run's holdout metrics (test_*)
+    gate_passed: bool | None  # None: no gate recorded
+
+
 class CatalogModel(TypedDict, total=False):
-    """A model as the catalog shows it."""
+    """A registered model as the catalog shows it: its versions and aliases, and the features of the
+    version it describes (the champion, else the newest)."""
 
     name: str
-    version: str
-    path: str
-    promoted: bool
+    version: str  # the version described below
+    promoted: bool  # whether it is the champion
+    run_url: str
     feature_service: str | None
     features: list[dict[str, str]]  # [{view, feature}]
     feature_views: dict[str, str]  # view -> definition fingerprint it was trained on
     metrics: dict[str, float] | None
+    versions: list[CatalogVersion]  # newest first
     uses: list[str]  # "view:feature", filled by the snapshot
     error: str
 
 
-def load_models(models_dir: Path) -> list[CatalogModel]:
-    """The promoted model of each feature service under models_dir, else its newest version (not
-    promoted); an unreadable manifest is listed with its error."""
+def _tracking_store_exists(tracking_uri: str) -> bool:
+    """A sqlite store that was never written is no registry yet (and opening it would create it)."""
+    return not tracking_uri.startswith("sqlite:///") or Path(tracking_uri.removeprefix("sqlite:///")).is_file()
+
+
+def load_models(settings: Settings) -> list[CatalogModel]:
+    """Every registered model of the tracking store with its versions, aliases and run links; the
+    features are those of its champion (else newest) version's manifest. A version whose artifact
+    cannot be read is listed with its error. mlflow is imported only when a store exists."""
+    if not _tracking_store_exists(settings.tracking_uri):
+        return []
+    from core.model_registry import CHAMPION, ModelRegistry, run_url
+
+    registry = ModelRegistry(settings.tracking_uri, settings.model_cache_dir)
     models: list[CatalogModel] = []
-    for service_dir in sorted(p for p in models_dir.iterdir() if p.is_dir()) if models_dir.is_dir() else []:
-        promoted = latest_promoted(models_dir, service_dir.name)
-        versions = sorted(p for p in service_dir.iterdir() if (p / MANIFEST_FILE).is_file())
-        model_dir = promoted or (versions[-1] if versions else None)
-        if model_dir is None:
+    for registered in sorted(registry.client.search_registered_models(), key=lambda m: m.name):
+        versions = registry.versions(registered.name)
+        if not versions:
             continue
-        record: CatalogModel = {"name": service_dir.name, "version": model_dir.name, "path": str(model_dir / MANIFEST_FILE),
-                                "promoted": promoted is not None, "feature_service": None, "features": []}
+        runs = {v.run_id: registry.client.get_run(v.run_id) for v in versions if v.run_id}
+        listed: list[CatalogVersion] = [{
+            "version": v.version, "aliases": list(v.aliases), "created_ms": v.created_ms, "run_id": v.run_id,
+            "run_url": run_url(settings.mlflow_ui_url, runs[v.run_id].info.experiment_id, v.run_id) if v.run_id in runs else "",
+            "metrics": {k: val for k, val in runs[v.run_id].data.metrics.items() if k.startswith("test_")} if v.run_id in runs else {},
+            "gate_passed": {"true": True, "false": False}.get(v.tags.get("gate_passed", "")),
+        } for v in versions]
+        described = next((v for v in versions if CHAMPION in v.aliases), versions[0])
+        entry = next(item for item in listed if item["version"] == described.version)
+        record: CatalogModel = {"name": registered.name, "version": described.version, "promoted": CHAMPION in described.aliases,
+                                "run_url": entry["run_url"], "feature_service": described.tags.get("feature_service"),
+                                "features": [], "metrics": entry["metrics"] or None, "versions": listed}
         try:
-            manifest = ModelManifest.read(model_dir)
-        except ValueError as exc:
-            record["error"] = str(exc)
+            manifest = ModelManifest.read(registry.fetch(described).model_dir)
+        except Exception as exc:  # show the problem in the catalog rather than failing it
+            record["error"] = f"version {described.version}: {type(exc).__name__}: {exc}"
         else:
             record.update(
-                name=manifest.model,
                 feature_service=manifest.feature_service,
                 features=[{"view": view, "feature": feature} for view, features in manifest.features_by_view.items() for feature in features],
                 feature_views={view: pin.fingerprint for view, pin in manifest.feature_views.items()},
-                metrics=manifest.training.metrics if manifest.training else None,
             )
         models.append(record)
     return models

@@ -29,6 +29,9 @@ class Links:
     def service(self, name: str) -> str:
         return f"/services/{quote(name)}"
 
+    def model(self, name: str) -> str:
+        return f"/models/{quote(name)}"
+
     def lineage(self) -> str:
         return "/lineage"
 
@@ -52,6 +55,9 @@ class StaticLinks(Links):
 
     def service(self, name: str) -> str:
         return f"service-{quote(name)}.html"
+
+    def model(self, name: str) -> str:
+        return f"model-{quote(name)}.html"
 
     def lineage(self) -> str:
         return "lineage.html"
@@ -280,7 +286,7 @@ def lineage_svg(lineage: dict[str, Any], links: Links, focus: str | None = None,
     for n in nodes:
         x, y = pos[n["id"]]
         cls = "lnode" + (" focus" if n["id"] == focus else "") + ("" if n["id"] in connected else " dim")
-        href = {"feature_view": links.view, "feature_service": links.service}.get(n["kind"])
+        href = {"feature_view": links.view, "feature_service": links.service, "model": links.model}.get(n["kind"])
         label = e(n["name"] if len(n["name"]) <= 24 else n["name"][:22] + "…")
         inner = (f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="5"/>'
                  f'<text x="{x + 8}" y="{y + 21}">{label}</text><title>{e(KIND_LABEL[n["kind"]])} {e(n["name"])}</title>')
@@ -341,10 +347,11 @@ def render_index(snapshot: dict[str, Any], links: Links) -> str:
         for s in snapshot["feature_services"]
     )
     models = "".join(
-        f'<li><b>{e(m["name"])}</b> uses {e(m.get("feature_service") or "its own feature list")} '
+        f'<li><a href="{links.model(m["name"])}"><b>{e(m["name"])}</b></a> {_aliases_text(m)} uses '
+        f'{e(m.get("feature_service") or "its own feature list")} '
         f'({len(m.get("uses", []))} features){" · " + e(m["error"]) if m.get("error") else ""}</li>'
         for m in snapshot["models"]
-    ) or '<li class="muted">no model manifests yet</li>'
+    ) or '<li class="muted">no registered models yet (featurestack train)</li>'
     body = f"""<h1>Features</h1>
 <p><input id="search" type="search" autofocus placeholder="Search by name, description, view, tag, owner, entity…" aria-label="search features">
 <span id="match-count" class="muted small"></span></p>{_search_weights_script()}
@@ -519,7 +526,7 @@ def render_feature(snapshot: dict[str, Any], view_name: str, name: str, links: L
         ("entities", e(", ".join(feature["entities"]))), ("join keys", e(", ".join(feature["join_keys"]))),
         ("tags", tags({**feature["view_tags"], **feature["tags"]})),
         ("feature services", ", ".join(f'<a href="{links.service(s)}">{e(s)}</a>' for s in feature["feature_services"]) or "–"),
-        ("models", e(", ".join(feature["models"])) or "–"),
+        ("models", _model_links(snapshot, feature["models"], links)),
         ("Feast reference", f'<code>{e(feature["id"])}</code>')])}</div>
 {_freshness_card(view)}</div>
 <h2>Values</h2><div class="grid"><div class="card"><table class="stats"><tbody>{stats_table}</tbody></table>
@@ -549,6 +556,47 @@ def render_service(snapshot: dict[str, Any], name: str, links: Links) -> str | N
     return page(name, body, links, snapshot)
 
 
+def _aliases_text(model: dict[str, Any]) -> str:
+    """e.g. "champion v3 · challenger v4 · 4 versions"."""
+    parts = [f"{alias} v{v['version']}" for v in model.get("versions", []) for alias in v["aliases"]]
+    return e(" · ".join([*parts, f"{len(model.get('versions', []))} versions"]))
+
+
+def _model_links(snapshot: dict[str, Any], names: list[str], links: Links) -> str:
+    by_name = {m["name"]: m for m in snapshot["models"]}
+    return "<br>".join(f'<a href="{links.model(name)}">{e(name)}</a> <span class="muted small">{_aliases_text(by_name.get(name, {}))}</span>'
+                       for name in names) or "–"
+
+
+def render_model(snapshot: dict[str, Any], name: str, links: Links) -> str | None:
+    model = next((m for m in snapshot["models"] if m["name"] == name), None)
+    if model is None:
+        return None
+    rows = "".join(
+        f'<tr><td class="num">{e(v["version"])}</td><td>{e(", ".join(v["aliases"])) or "–"}</td>'
+        f'<td class="num">{fmt(v["metrics"].get("test_roc_auc"))}</td><td class="num">{fmt(v["metrics"].get("test_pr_auc"))}</td>'
+        f'<td class="num">{fmt(v["metrics"].get("test_calibration_error"))}</td>'
+        f'<td>{ {True: "passed", False: "failed", None: "–"}[v["gate_passed"]] }</td>'
+        f'<td>{f"""<a class="run" href="{e(v["run_url"])}">run {e(v["run_id"][:8])}</a>""" if v["run_url"] else "–"}</td></tr>'
+        for v in model.get("versions", [])
+    )
+    features = "".join(f'<li><a href="{links.feature(f["view"], f["feature"])}">{e(f["view"])}:{e(f["feature"])}</a></li>'
+                       for f in model.get("features", []))
+    service = model.get("feature_service")
+    body = f"""<p class="muted small"><a href="{links.index()}">catalog</a> / model</p><h1>{e(name)}</h1>
+<div class="card">{_dl([
+        ("feature service", f'<a href="{links.service(service)}">{e(service)}</a>' if service else "–"),
+        ("aliases", _aliases_text(model)),
+        (f"version {e(model['version'])}", f'<a id="run-link" href="{e(model["run_url"])}">its MLflow run</a>' if model.get("run_url") else "–"),
+        ("problem", e(model["error"])) if model.get("error") else ("trained on", ", ".join(
+            f"{e(view)} <code>{e(fingerprint)}</code>" for view, fingerprint in model.get("feature_views", {}).items()) or "–")])}</div>
+<h2>Versions</h2><table id="versions"><thead><tr><th class="num">version</th><th>aliases</th><th class="num">ROC AUC</th>
+<th class="num">PR AUC</th><th class="num">calibration error</th><th>gate</th><th>MLflow</th></tr></thead><tbody>{rows}</tbody></table>
+<h2>Features (version {e(model["version"])})</h2><ul>{features or '<li class="muted">none readable</li>'}</ul>
+<h2>Lineage</h2><div class="card">{lineage_svg(snapshot["lineage"], links, focus=f"model:{name}", only_connected=True)}</div>"""
+    return page(name, body, links, snapshot)
+
+
 def render_lineage(snapshot: dict[str, Any], links: Links) -> str:
     body = (f'<h1>Lineage</h1><p class="muted">raw table → pipeline → feature view → feature service → model</p>'
             f'<div class="card">{lineage_svg(snapshot["lineage"], links)}</div>')
@@ -569,6 +617,8 @@ def export_static(snapshot: dict[str, Any], directory) -> list[str]:
         pages[links.feature(feature["view"], feature["name"])] = render_feature(snapshot, feature["view"], feature["name"], links)
     for service in snapshot["feature_services"]:
         pages[links.service(service["name"])] = render_service(snapshot, service["name"], links)
+    for model in snapshot["models"]:
+        pages[links.model(model["name"])] = render_model(snapshot, model["name"], links)
     for file_name, html in pages.items():
         (directory / file_name).write_text(html)
     return sorted(pages)

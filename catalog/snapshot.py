@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from core.settings import Settings
 
-SNAPSHOT_VERSION = 2  # 2: models are read as ModelManifests (version, promoted, feature_views)
+SNAPSHOT_VERSION = 3  # 3: models come from the model registry (versions, aliases, run links)
 SNAPSHOT_FILE = "catalog.json"
 _USE_SETTINGS = object()
 
@@ -186,7 +186,11 @@ def build_snapshot(
 
     views = [dict(view) for view in definitions["feature_views"]]
     services = definitions["feature_services"]
-    models = load_models(settings.models_dir)
+    try:
+        models = load_models(settings)
+    except Exception as exc:  # an unreachable registry leaves the rest of the catalog intact
+        errors.append(f"model registry: {type(exc).__name__}: {exc}")
+        models = []
 
     status: dict[str, Any] = {}
     if instance is not None:

@@ -120,6 +120,13 @@ def create_app(state: CatalogState) -> FastAPI:
             raise _not_found("feature service", name, [s["name"] for s in snap()["feature_services"]])
         return html
 
+    @app.get("/models/{name}", response_class=HTMLResponse)
+    def model_page(name: str) -> str:
+        html = render.render_model(snap(), name, LINKS)
+        if html is None:
+            raise _not_found("model", name, [m["name"] for m in snap()["models"]])
+        return html
+
     @app.get("/lineage", response_class=HTMLResponse)
     def lineage_page() -> str:
         return render.render_lineage(snap(), LINKS)
@@ -190,6 +197,13 @@ def create_app(state: CatalogState) -> FastAPI:
     @app.get("/api/models")
     def api_models() -> list[dict[str, Any]]:
         return snap()["models"]
+
+    @app.get("/api/models/{name}")
+    def api_model(name: str) -> dict[str, Any]:
+        found = next((m for m in snap()["models"] if m["name"] == name), None)
+        if found is None:
+            raise _not_found("model", name, [m["name"] for m in snap()["models"]])
+        return found
 
     @app.get("/api/snapshot")
     def api_snapshot() -> dict[str, Any]:

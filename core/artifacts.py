@@ -1,8 +1,9 @@
 """Typed artifacts shared by their writers and readers.
 
 A model artifact is a folder `<models_dir>/<feature_service>/<version>/` holding the model files and
-`manifest.json` (a ModelManifest); `<models_dir>/<feature_service>/LATEST` names the promoted version,
-the one serving loads. Training writes both; serving and the catalog read them through this module only,
+`manifest.json` (a ModelManifest); training registers it in the model registry (core.model_registry),
+whose `champion` alias names the served version; `<models_dir>/<feature_service>/LATEST` mirrors the
+champion's folder for a server that reads folders (FEATURESTACK_MODEL_DIR pins one instead). Training writes both; serving and the catalog read them through this module only,
 so a renamed field fails at the writer's test instead of silently emptying a reader.
 """
 
@@ -42,11 +43,8 @@ class TrainingEvidence:
     trained_on: str
     epochs: int
     seconds: float
-
-    @property
-    def promoted(self) -> bool:
-        """Only a model at or above its feature service's metric floor becomes the served one."""
-        return self.metrics["test_roc_auc"] >= self.metric_floor["test_roc_auc"]
+    # Labels as known when it trained: {"cutoff": ISO instant, "maturity_days": "14"} (training.labels)
+    labels: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

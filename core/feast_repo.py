@@ -60,7 +60,7 @@ VIEW_MODULES = "feature_views"
 
 # Placeholders of a template whose value may carry a password: never written to disk, Feast reads
 # them from the environment of the processes featurestack starts (`feast_child_environment`).
-_SECRET_PLACEHOLDERS = ("FEATURESTACK_FEAST_REDIS", "FEATURESTACK_REGISTRY_DB_URL")
+_SECRET_PLACEHOLDERS = ("FEATURESTACK_FEAST_REDIS", "FEATURESTACK_REGISTRY_DB_URL", "FEATURESTACK_MLFLOW_TRACKING_URI")
 
 
 def _has_password(url: str) -> bool:
@@ -71,7 +71,8 @@ def feast_child_environment(settings: Settings, redis_url: str) -> dict[str, str
     """What a `feast` or `dagster` child process needs in its environment beyond the generated config: the
     values kept out of it because they carry a password (see `render_feast_config`)."""
     values = {"FEATURESTACK_FEAST_REDIS": feast_connection_string(redis_url, settings.redis_type),
-              "FEATURESTACK_REGISTRY_DB_URL": settings.registry_db_url}
+              "FEATURESTACK_REGISTRY_DB_URL": settings.registry_db_url,
+              "FEATURESTACK_MLFLOW_TRACKING_URI": settings.tracking_uri}
     return {name: value for name, value in values.items() if value}
 
 
@@ -85,12 +86,14 @@ def render_feast_config(settings: Settings, redis_url: str, keep_secrets_out: bo
         "FEATURESTACK_FEAST_REDIS_TYPE": settings.redis_type,
         "FEATURESTACK_FEAST_REDIS": feast_connection_string(redis_url, settings.redis_type),
         "FEATURESTACK_REGISTRY_DB_URL": settings.registry_db_url,
+        "FEATURESTACK_MLFLOW_TRACKING_URI": settings.tracking_uri,
         "SPARK_MASTER": settings.spark_master,
         "SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
         "SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
         "PYSPARK_PYTHON": sys.executable,  # Spark's Python workers run this interpreter
     }
-    secret_sources = {"FEATURESTACK_FEAST_REDIS": redis_url, "FEATURESTACK_REGISTRY_DB_URL": settings.registry_db_url}
+    secret_sources = {"FEATURESTACK_FEAST_REDIS": redis_url, "FEATURESTACK_REGISTRY_DB_URL": settings.registry_db_url,
+                      "FEATURESTACK_MLFLOW_TRACKING_URI": settings.tracking_uri}
     kept = sorted(name for name in _SECRET_PLACEHOLDERS if keep_secrets_out and _has_password(secret_sources[name]))
     for name in kept:
         del values[name]

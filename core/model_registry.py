@@ -10,9 +10,12 @@ aliases. mlflow is imported lazily: the CLI and the catalog start without it.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,12 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 # Where the serving artifact sits inside a registered version's model (mlflow's folder for extra_files).
 ARTIFACT_SUBDIR = "extra_files"
+# Registered-model tag: the versions that held `champion`, oldest first (a rollback pops the last).
+CHAMPION_HISTORY_TAG = "champion_history"
+# Model-version tags written when the alias moves (ISO time; the reason as given).
+PROMOTED_AT_TAG = "promoted_at"
+PROMOTION_NOTE_TAG = "promotion_note"
+ROLLED_BACK_AT_TAG = "rolled_back_at"
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,11 @@ class ResolvedModel:
     model_dir: Path
 
 
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """A run's page on the MLflow tracking UI at `ui_url`."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def parse_model_uri(uri: str) -> tuple[str, str]:
     """`models:/<name>@<alias>` -> (name, alias). Only aliases: serving follows an alias as it moves."""
     prefix = "models:/"
@@ -52,15 +66,33 @@ def parse_model_uri(uri: str) -> tuple[str, str]:
 class ModelRegistry:
     """The registry at `tracking_uri` (sqlite:///... embedded, postgresql+psycopg://... deployed).
 
-    `cache_dir` keeps fetched versions (one folder per name/version, written atomically)."""
+    `cache_dir` keeps fetched versions (one folder per name/version/run, written atomically)."""
 
     def __init__(self, tracking_uri: str, cache_dir: Path):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in logs
         from mlflow import MlflowClient
+
+        if tracking_uri.startswith("sqlite:///"):  # sqlite creates the file, not its folder
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
         self.tracking_uri = tracking_uri
         self.cache_dir = cache_dir
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @contextlib.contextmanager
+    def fluent(self) -> Iterator[None]:
+        """mlflow's module-level API (start_run, log_*, register_model) on this store for the block.
+        MLflow keeps that URI in the process environment (MLFLOW_TRACKING_URI): what was there is put
+        back after, so a later load_settings() in this process does not read this store's URI."""
+        import mlflow
+
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)
 
     def _version(self, raw) -> ModelVersion:
         return ModelVersion(name=raw.name, version=str(raw.version), run_id=raw.run_id or "",
@@ -100,15 +132,17 @@ class ModelRegistry:
 
     def fetch(self, version: ModelVersion) -> ResolvedModel:
         """The version's serving artifact as a local folder (downloaded once, then read from the cache)."""
-        target = self.cache_dir / version.name / version.version
+        # The run id too: another store (a fresh sqlite, a test's) numbers its versions from 1 again.
+        target = self.cache_dir / version.name / f"{version.version}-{version.run_id}"
         if not (target / "manifest.json").is_file():
             import mlflow.artifacts
 
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{version.name}-{version.version}-", dir=self.cache_dir))
             try:
-                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}",
-                                                    dst_path=str(staging), tracking_uri=self.tracking_uri)
+                with self.fluent():  # models:/ URIs resolve through the process-wide registry URI
+                    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}",
+                                                        dst_path=str(staging), tracking_uri=self.tracking_uri)
                 if not (staging / ARTIFACT_SUBDIR / "manifest.json").is_file():
                     raise ValueError(f"models:/{version.name}/{version.version} carries no featurestack serving artifact "
                                      f"({ARTIFACT_SUBDIR}/manifest.json): register it with `featurestack train`")
@@ -125,3 +159,45 @@ class ModelRegistry:
         name, alias = parse_model_uri(uri)
         version = self.by_alias(name, alias)
         return self.fetch(version) if version is not None else None
+
+    def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+
+    def champion_history(self, name: str) -> list[str]:
+        """The versions that held `champion`, oldest first (the last is the current champion)."""
+        raw = self.client.get_registered_model(name).tags.get(CHAMPION_HISTORY_TAG, "[]")
+        return [str(version) for version in json.loads(raw)]
+
+    def _moved_at(self) -> str:
+        from datetime import datetime, timezone
+
+        return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def promote(self, name: str, version: str, note: str) -> None:
+        """Point `champion` at `version` (and drop `challenger` when it named that version); the
+        previous champion stays in the history for `rollback`."""
+        history = self.champion_history(name)
+        if history and history[-1] == version:
+            raise ValueError(f"{name} version {version} is already the champion")
+        self.set_alias(name, CHAMPION, version)
+        self.client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, json.dumps([*history, version]))
+        self.set_version_tags(name, version, {PROMOTED_AT_TAG: self._moved_at(), PROMOTION_NOTE_TAG: note})
+        challenger = self.by_alias(name, CHALLENGER)
+        if challenger is not None and challenger.version == version:
+            self.delete_alias(name, CHALLENGER)
+
+    def rollback(self, name: str) -> tuple[str, str]:
+        """Move `champion` back to the previous champion; returns (from, to). A clear error when there is
+        no previous champion."""
+        history = self.champion_history(name)
+        current = self.by_alias(name, CHAMPION)
+        if current is None:
+            raise ValueError(f"{name} has no champion to roll back")
+        if len(history) < 2 or history[-1] != current.version:
+            raise ValueError(f"{name}: no previous champion to roll back to (champion history: {history or 'empty'})")
+        previous = history[-2]
+        self.set_alias(name, CHAMPION, previous)
+        self.client.set_registered_model_tag(name, CHAMPION_HISTORY_TAG, json.dumps(history[:-1]))
+        self.set_version_tags(name, current.version, {ROLLED_BACK_AT_TAG: self._moved_at()})
+        return current.version, previous

@@ -123,6 +123,8 @@ class Settings:
     mlflow_tracking_uri: str = ""
     # The Feast repo the platform parses and applies (entities, data sources, one module per feature view)
     feature_repo_dir: Path = FEATURE_REPO_DIR
+    # The tracking UI as a browser reaches it (`make mlflow-ui`): the catalog links each model's run there
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
     serving: ServingSettings = field(default_factory=lambda: ServingSettings())
     stream: StreamSettings = field(default_factory=lambda: StreamSettings())
 
@@ -234,6 +236,7 @@ def load_settings() -> Settings:
         redis_write_mode=_redis_write_mode(),
         mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", ""),
         feature_repo_dir=Path(_env("FEATURESTACK_FEATURE_REPO", str(FEATURE_REPO_DIR))).resolve(),
+        mlflow_ui_url=_env("MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/"),
         serving=ServingSettings(
             model_dir=_env("FEATURESTACK_MODEL_DIR", ""),
             feature_service=_env("FEATURESTACK_SERVING_FEATURE_SERVICE", "fraud_detection_v1"),

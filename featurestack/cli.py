@@ -67,35 +67,64 @@ def _cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from assets.training import gate, promote_challenger
     from core.redis_server import ensure_redis
     from training.train import train
 
     settings = load_settings()
-    result = train(settings, ensure_redis(settings.redis_url, settings.state_dir).url, args.feature_service, epochs=args.epochs)
+    result = train(settings, ensure_redis(settings.redis_url, settings.state_dir).url, args.feature_service,
+                   epochs=args.epochs, cutoff=args.label_cutoff)
     manifest, training = result.manifest, result.manifest.training
     print(f"trained {manifest.model} on {manifest.feature_service} ({len(manifest.feature_refs)} features) on {training.trained_on}")
+    print(f"  labels   reported by {training.labels['cutoff']}; matured after {training.labels['maturity_days']} days: "
+          f"{training.rows['matured']:,} rows matured, {training.rows['immature']:,} immature")
     print(f"  window   train {training.training_window['train']}  test {training.training_window['test']}")
-    print(f"  rows     {training.rows}")
-    for name, value in training.metrics.items():
-        print(f"  {name:<16} {value:.4f}")
+    print(f"  rows     train {training.rows['train']:,} ({training.rows['train_positives']} positive)  "
+          f"test {training.rows['test']:,} ({training.rows['test_positives']} positive)")
+    for prefix, label in (("test_", "holdout"), ("test_matured_", "  matured"), ("test_immature_", "  immature")):
+        values = {key.removeprefix(prefix): value for key, value in training.metrics.items()
+                  if key.startswith(prefix) and key.removeprefix(prefix) in ("roc_auc", "pr_auc", "calibration_error", "rows")}
+        print(f"  {label:<10} " + "  ".join(f"{key} {value:.4f}" if key != "rows" else f"rows {value:,.0f}" for key, value in values.items()))
+    if result.champion is not None and "test_roc_auc" in result.champion_metrics:
+        print(f"  champion v{result.champion.version} on the same holdout: roc_auc {result.champion_metrics['test_roc_auc']:.4f}")
     print(f"  artifact {result.model_dir}")
-    _record_in_dagster(settings, result)
-    floor = training.metric_floor["test_roc_auc"]
-    if not result.promoted:
-        print(f"  NOT promoted: test_roc_auc below the floor {floor} of {manifest.feature_service}; serving keeps the previous model")
-        return 1
-    print(f"  promoted: serving uses it (test_roc_auc >= floor {floor})")
-    return 0
+    print(f"  mlflow   run {result.run_id} (experiment {result.experiment_id}) at {settings.tracking_uri}")
+    print(f"  registry {manifest.model} version {result.registered.version}, alias challenger")
+    verdict = gate(settings, result)
+    for check in verdict.checks:
+        print(f"  gate     {'pass' if check.passed else 'FAIL'}  {check.name:<19} {check.reason}")
+    if verdict.passed:
+        promote_challenger(settings, manifest.model, note="gate passed (featurestack train)")
+        print(f"  promoted: {manifest.model} version {verdict.version} is the champion (models:/{manifest.model}@champion)")
+    else:
+        print(f"  NOT promoted: {'; '.join(verdict.refusals)}; the champion stays")
+    _record_in_dagster(settings, result, verdict, verdict.passed)
+    return 0 if verdict.passed else 1
 
 
-def _record_in_dagster(settings, result) -> None:
+def _record_in_dagster(settings, result, verdict, promoted: bool) -> None:
     import dagster as dg
 
     from assets.training import record_training
 
     with dg.DagsterInstance.from_config(str(_dagster_home(settings))) as instance:
-        record_training(instance, result)
-    print(f"  recorded in Dagster ({settings.dagster_home}): training/{result.manifest.feature_service}/training_set and /model")
+        record_training(instance, result, verdict, promoted)
+    print(f"  recorded in Dagster ({settings.dagster_home}): training/{result.manifest.feature_service}/training_set, /model"
+          f" with its gate checks{', /champion' if promoted else ''}")
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from featurestack.models import list_models, promote, rollback
+
+    settings = load_settings()
+    handlers = {"list": lambda: list_models(settings, args.model), "promote": lambda: promote(settings, args.model, args.version),
+                "rollback": lambda: rollback(settings, args.model)}
+    try:
+        handlers[args.models_command or "list"]()
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -285,6 +314,13 @@ def _cmd_catalog_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utc_instant(text: str):
+    from datetime import datetime, timezone
+
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="featurestack", description="featurestack: features from raw payments to Redis, with Dagster, Spark and Feast.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -309,7 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train the fraud model on a feature service (Feast SDK, PIT-correct)")
     train.add_argument("--feature-service", default="fraud_detection_v1")
     train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--label-cutoff", type=_utc_instant, default=None,
+                       help="use only chargebacks reported by this UTC instant, e.g. 2026-11-20T00:00 (default: now)")
     train.set_defaults(handler=_cmd_train)
+
+    models = commands.add_parser("models", help="registered model versions and aliases: `models list | promote [VERSION] | rollback`")
+    models.add_argument("--model", default="fraud_mlp", help="the registered model (a feature service's `model` tag)")
+    models.set_defaults(handler=_cmd_models, models_command=None)
+    models_commands = models.add_subparsers(dest="models_command")
+    models_commands.add_parser("list", help="versions, aliases, metrics, gate outcome, champion history")
+    promote = models_commands.add_parser("promote", help="make VERSION (default: the challenger) the champion, if its gate passed")
+    promote.add_argument("version", nargs="?", default=None)
+    models_commands.add_parser("rollback", help="move the champion alias back to the previous champion")
 
     serve = commands.add_parser("serve", help="the online prediction endpoint (FastAPI on uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")

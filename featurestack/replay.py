@@ -255,7 +255,7 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
     return ReplayReport(
         day=day, mode=mode, transactions=len(served), mismatched=mismatched, mismatched_by_view=by_view,
         served_roc_auc=served_auc, training_vector_roc_auc=training_auc,
-        holdout_roc_auc=manifest.training.metrics["test_roc_auc"] if test_window == [str(day), str(day)] else None,
+        holdout_roc_auc=manifest.training.metrics.get("test_roc_auc") if test_window == [str(day), str(day)] else None,
         served_pr_auc=served_pr, training_vector_pr_auc=training_pr,
         seconds=time.perf_counter() - started, examples=examples,
     )

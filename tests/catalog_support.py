@@ -1,5 +1,5 @@
-"""The small catalog of the catalog tests: a Feast repo, a lake, a Dagster instance and a model manifest
-made under a folder (shared by test_catalog_snapshot/_web/_cli)."""
+"""The small catalog of the catalog tests: a Feast repo, a lake, a Dagster instance and registered model
+versions (a real MLflow sqlite store) made under a folder (shared by test_catalog_snapshot/_web/_cli)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 from catalog.definitions import parse_feast_repo
 from catalog.snapshot import build_snapshot
-from core.artifacts import ModelManifest, ViewPin, artifact_dir, promote
+from core.artifacts import ModelManifest, ViewPin, artifact_dir
+from core.model_registry import CHAMPION, ModelRegistry
 from core.settings import load_settings
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -103,8 +104,28 @@ def report_dagster_events(dagster_home: Path) -> None:
     instance.dispose()
 
 
+def register_version(settings, name: str, artifact: Path | None) -> str:
+    """A registered version of `name` in the settings' tracking store whose model carries the files of
+    `artifact` (a serving artifact folder) as its extra files, or none; returns the version."""
+    import mlflow
+    import torch
+
+    registry = ModelRegistry(settings.tracking_uri, settings.model_cache_dir)
+    experiment = registry.client.get_experiment_by_name("catalog-test")
+    location = settings.mlflow_artifact_root / "catalog-test"
+    location.mkdir(parents=True, exist_ok=True)
+    experiment_id = experiment.experiment_id if experiment else registry.client.create_experiment("catalog-test", artifact_location=location.as_uri())
+    with registry.fluent():
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_metrics({"test_roc_auc": 0.8125, "test_pr_auc": 0.25})
+            mlflow.pytorch.log_model(torch.nn.Linear(3, 1), name="model", serialization_format="pickle", pip_requirements=["torch"],
+                                     extra_files=[str(path) for path in sorted(artifact.iterdir())] if artifact else None)
+        return str(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)
+
+
 def build_small_catalog(root: Path, monkeypatch: pytest.MonkeyPatch, *, now: datetime = NOW) -> tuple[dict, object]:
-    """A Feast repo, a lake, a Dagster instance and a model manifest under `root`; returns (snapshot, settings)."""
+    """A Feast repo, a lake, a Dagster instance and registered models under `root` (spend_mlp, champion v1;
+    broken, whose version carries no serving artifact); returns (snapshot, settings)."""
     state = root / "state"
     monkeypatch.setenv("FEATURESTACK_STATE_DIR", str(state))
     monkeypatch.delenv("FEATURESTACK_DATA_DIR", raising=False)
@@ -127,8 +148,8 @@ def build_small_catalog(root: Path, monkeypatch: pytest.MonkeyPatch, *, now: dat
     model_dir = artifact_dir(settings.models_dir, manifest.feature_service, manifest.version)
     model_dir.mkdir(parents=True)
     manifest.write(model_dir)
-    promote(settings.models_dir, manifest)
-    (state / "models" / "broken" / "v1").mkdir(parents=True)
-    (state / "models" / "broken" / "v1" / "manifest.json").write_text("{not json")
+    ModelRegistry(settings.tracking_uri, settings.model_cache_dir).set_alias(
+        "spend_mlp", CHAMPION, register_version(settings, "spend_mlp", model_dir))
+    register_version(settings, "broken", None)
     snapshot = build_snapshot(settings, definitions=parse_feast_repo(repo), pipelines_dir=pipelines, now=now)
     return snapshot, settings

@@ -82,10 +82,16 @@ def platform(tmp_path_factory, redis_url, spark):
 
 @pytest.fixture(scope="session")
 def trained_model(platform):
-    """The fraud model trained on the session platform's data (a few epochs: enough to beat chance)."""
+    """The fraud model trained on the session platform's data (a few epochs: enough to beat chance),
+    registered and put through the promotion gate as `featurestack train` does (champion if it passes)."""
+    from assets.training import gate, promote_challenger
+    from support import untimed_gate_policy
     from training.train import train
 
-    return train(platform.settings, platform.redis.url, epochs=4)
+    result = train(platform.settings, platform.redis.url, epochs=4)
+    if gate(platform.settings, result, untimed_gate_policy(result)).passed:
+        promote_challenger(platform.settings, result.manifest.model, note="tests: trained_model")
+    return result
 
 
 @pytest.fixture(scope="module")

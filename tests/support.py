@@ -64,3 +64,13 @@ def wait_until(condition, seconds: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {seconds} s: {condition}")
         time.sleep(0.1)
+
+
+def untimed_gate_policy(result):
+    """The service's promotion gate with no latency budget: tests judge no timings (the latency is still
+    measured on the serving runner and shown in the check's reason)."""
+    from dataclasses import replace
+
+    from training.promotion import GatePolicy
+
+    return replace(GatePolicy.from_tags(result.manifest.feature_service, result.service_tags), max_batch_latency_ms=float("inf"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pyarrow as pa
@@ -100,7 +101,13 @@ def test_lineage_and_usage(small):
     assert features["card_spend:spend_1d"]["models"] == ["spend_mlp"]
     assert features["card_spend:top_country"]["feature_services"] == [] and features["card_spend:top_country"]["models"] == []
     models = {m["name"]: m for m in snapshot["models"]}
-    assert "unreadable manifest" in models["broken"]["error"]
+    assert "carries no featurestack serving artifact" in models["broken"]["error"]
+    spend = models["spend_mlp"]
+    assert (spend["version"], spend["promoted"], spend["feature_service"]) == ("1", True, "spend_model_v1")
+    [version] = spend["versions"]
+    assert (version["aliases"], version["metrics"], version["gate_passed"]) == (["champion"], {"test_roc_auc": 0.8125, "test_pr_auc": 0.25}, None)
+    assert re.fullmatch(rf"http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{version['run_id']}", version["run_url"])
+    assert spend["run_url"] == version["run_url"]
 
 
 def test_search(small):

@@ -88,10 +88,24 @@ def test_pages_are_offline_html(catalog):
     assert 'id="histogram"' in _get(f"{base}/features/card_spend/spend_1d")
 
 
+def test_model_page_shows_versions_aliases_and_links_its_run(catalog):
+    base, snapshot = catalog
+    model = _get(f"{base}/api/models/spend_mlp")
+    [version] = model["versions"]
+    html = _get(f"{base}/models/spend_mlp")
+    assert f'<a id="run-link" href="{version["run_url"]}">' in html
+    assert version["run_url"].startswith("http://127.0.0.1:5000/#/experiments/") and version["run_url"].endswith(version["run_id"])
+    assert "champion v1 · 1 versions" in html
+    feature = _get(f"{base}/features/card_spend/spend_1d")
+    assert '<a href="/models/spend_mlp">spend_mlp</a> <span class="muted small">champion v1 · 1 versions</span>' in feature
+    assert "carries no featurestack serving artifact" in _get(f"{base}/models/broken")
+
+
 def test_static_export(catalog, tmp_path):
     _, snapshot = catalog
     files = export_static(snapshot, tmp_path)
-    assert {"index.html", "lineage.html", "view-card_spend.html", "feature-card_spend.spend_1d.html", "service-spend_model_v1.html"} <= set(files)
+    assert {"index.html", "lineage.html", "view-card_spend.html", "feature-card_spend.spend_1d.html", "service-spend_model_v1.html",
+            "model-spend_mlp.html"} <= set(files)
     index = (tmp_path / "index.html").read_text()
     assert 'href="feature-card_spend.spend_1d.html"' in index and "/api/" not in index
 

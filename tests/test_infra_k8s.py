@@ -222,3 +222,30 @@ def test_stream_processors_share_the_log_partitions():
     assert processor["spec"]["replicas"] <= int(env["FEATURESTACK_STREAM_PARTITIONS"])
     assert env["FEATURESTACK_SERVING_PUBLISH_EVENTS"] == "1"
     assert _by_kind(docs, "PodDisruptionBudget")["stream-processor"]["spec"]["minAvailable"] == 1
+
+
+def test_mlflow_tracking_server_is_backed_by_the_platforms_postgres(overlay):
+    name, docs = overlay
+    deployment = _by_kind(docs, "Deployment")["mlflow"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = dict(arg.removeprefix("--").partition("=")[::2] for arg in container["args"])
+    store = args["backend-store-uri"]
+    # The store is the `mlflow` database of the Postgres StatefulSet, its password expanded from the Secret.
+    assert store == "postgresql+psycopg://featurestack:$(POSTGRES_PASSWORD)@postgres:5432/mlflow"
+    assert {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "POSTGRES_PASSWORD"}}} in container["env"]
+    assert "postgres" in _by_kind(docs, "Service") and "postgres" in _by_kind(docs, "StatefulSet")
+    init = _by_kind(docs, "ConfigMap")["postgres-init"]["data"]
+    assert any("CREATE DATABASE mlflow OWNER featurestack;" in sql for sql in init.values())
+    # Artifacts are served by it from its own volume; clients find it through the Service.
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    assert volumes[mounts[args["artifacts-destination"]]]["persistentVolumeClaim"]["claimName"] in _by_kind(docs, "PersistentVolumeClaim")
+    service = _by_kind(docs, "Service")["mlflow"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    port = service["spec"]["ports"][0]["port"]
+    env = _by_kind(docs, "ConfigMap")["featurestack-env"]["data"]
+    assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow:{port}" and args["port"] == str(port)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    postgres_clients = _by_kind(docs, "NetworkPolicy")["postgres-clients"]["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}} in postgres_clients

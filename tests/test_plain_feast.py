@@ -144,3 +144,19 @@ def test_the_generated_config_holds_no_secret(tmp_path):
     guarded = render_feast_config(settings, "redis://:hunter2@127.0.0.1:6390/2")
     assert "hunter2" not in guarded and "connection_string: ${FEATURESTACK_FEAST_REDIS}" in guarded
     assert "FEATURESTACK_FEAST_REDIS carries a password" in guarded
+
+
+def test_the_generated_config_enables_feasts_mlflow_on_the_platforms_store(tmp_path):
+    from dataclasses import replace
+
+    import yaml
+
+    from core.feast_repo import render_feast_config
+    from core.settings import load_settings
+
+    settings = replace(load_settings(), state_dir=tmp_path, mlflow_tracking_uri="")
+    config = yaml.safe_load(render_feast_config(settings, "redis://127.0.0.1:6390/2"))
+    assert config["mlflow"] == {"enabled": True, "tracking_uri": f"sqlite:///{tmp_path}/mlflow/mlflow.db", "auto_log": True}
+    guarded = render_feast_config(replace(settings, mlflow_tracking_uri="postgresql+psycopg://u:hunter2@db:5432/mlflow"),
+                                  "redis://127.0.0.1:6390/2")
+    assert "hunter2" not in guarded and "tracking_uri: ${FEATURESTACK_MLFLOW_TRACKING_URI}" in guarded

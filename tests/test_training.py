@@ -16,7 +16,8 @@ import redis
 from core.artifacts import ModelManifest
 from core.feast_repo import open_store
 from serving.predictor import Predictor
-from training.train import labelled_transactions, training_set, view_fingerprint
+from training.labels import LabelWindow, labelled_transactions
+from training.train import training_set, view_fingerprint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -74,7 +75,7 @@ def test_pit_join_never_looks_ahead_respects_ttl_and_keeps_rows_without_features
 def test_a_naive_latest_value_join_leaks_and_is_detectably_different(platform):
     settings = platform.settings
     store = open_store(settings, platform.redis.url)
-    entities = labelled_transactions(settings)
+    entities = labelled_transactions(settings, LabelWindow.for_service({}))
     frame, refs = training_set(store, store.get_feature_service("fraud_detection_v1"), entities)
     latest = duckdb.sql(f"""
         SELECT user_id, arg_max(txn_count_7d, event_timestamp) AS naive_txn_count_7d
@@ -113,34 +114,50 @@ def test_serving_predictor_loads_the_manifest_and_reads_exactly_its_features(pla
     assert ((scored.scores >= 0) & (scored.scores <= 1)).all()
 
 
-def test_training_assets_gate_promotion_on_the_metric_floor(platform, trained_model):
+def test_training_assets_gate_promotion_with_blocking_checks(platform, trained_model):
+    """In Dagster the model carries one blocking check per gate criterion; the champion asset, downstream
+    of them, moves the alias only when all passed."""
     import dagster as dg
 
     from assets.definitions import TRAINING_JOB, build_definitions
+    from core.model_registry import CHAMPION, ModelRegistry
+    from training.promotion import GATE_CHECKS
 
-    latest_file = trained_model.model_dir.parent / "LATEST"
-    served_before = latest_file.read_text() if latest_file.exists() else None
-    result = build_definitions(platform.settings).resolve_job_def(TRAINING_JOB).execute_in_process(
+    settings = platform.settings
+    registry = ModelRegistry(settings.tracking_uri, settings.model_cache_dir)
+    champion_before = registry.by_alias("fraud_mlp", CHAMPION)
+    result = build_definitions(settings).resolve_job_def(TRAINING_JOB).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
-    [check] = result.get_asset_check_evaluations()
-    assert check.check_name == "beats_metric_floor"
-    auc, floor = check.metadata["test_roc_auc"].value, check.metadata["floor"].value
-    assert floor == 0.75 and check.passed == (auc >= floor)
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert sorted(checks) == sorted(GATE_CHECKS)
     model_event = result.asset_materializations_for_node("training__fraud_detection_v1__model")[0]
-    new_version = model_event.metadata["model_dir"].value.rsplit("/", 1)[1]
-    served_after = latest_file.read_text() if latest_file.exists() else None
-    assert served_after == (new_version if check.passed else served_before)
+    version = model_event.metadata["registered_version"].value
+    floor = checks["beats_metric_floor"]
+    assert floor.metadata["threshold"].value == 0.75
+    assert floor.passed == (model_event.metadata["test_roc_auc"].value >= 0.75)
+    champion_events = result.asset_materializations_for_node("training__fraud_detection_v1__champion")
+    champion_after = registry.by_alias("fraud_mlp", CHAMPION)
+    if all(check.passed for check in checks.values()):
+        assert [event.metadata["champion_version"].value for event in champion_events] == [version]
+        assert champion_after.version == version
+    else:
+        assert champion_events == []
+        assert champion_after == champion_before
 
 
 def test_the_catalog_lists_the_trained_model_against_its_features(platform, trained_model):
-    """The real training's manifest read by the real catalog: the model, its service and every feature it uses."""
+    """The real training's registered version read by the real catalog: the model, its versions with
+    run links, its service and every feature it uses."""
     from catalog.snapshot import build_snapshot
 
     manifest = trained_model.manifest
     snapshot = build_snapshot(platform.settings)
-    [model] = [m for m in snapshot["models"] if m["feature_service"] == manifest.feature_service]
-    assert "error" not in model and model["name"] == manifest.model
+    [model] = [m for m in snapshot["models"] if m["name"] == manifest.model]
+    assert "error" not in model and model["feature_service"] == manifest.feature_service
+    [version] = [v for v in model["versions"] if v["run_id"] == trained_model.run_id]
+    assert version["version"] == trained_model.registered.version
+    assert version["run_url"].endswith(f"/#/experiments/{trained_model.experiment_id}/runs/{trained_model.run_id}")
     assert model["feature_views"] == {view: pin.fingerprint for view, pin in manifest.feature_views.items()}
     assert sorted(model["uses"]) == sorted(manifest.feature_refs)
     features = {f["id"]: f for f in snapshot["features"]}
