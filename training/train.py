@@ -19,6 +19,7 @@ from core.artifacts import ModelManifest, TrainingEvidence, ViewPin, artifact_di
 from core.feast_repo import open_store
 from core.settings import Settings
 from onlinestore.redis_layout import layout_from_feature_view
+from training.baseline import save_drift_baseline
 from training.model import (
     REQUEST_FEATURES, WEIGHTS_FILE, FraudMLP, average_precision, model_inputs, pick_device, roc_auc, save_numpy_weights,
 )
@@ -173,6 +174,7 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
         ),
     )
     manifest.write(model_dir)
+    save_drift_baseline(model_dir, version, feature_service, frame[~is_test], refs)
     result = TrainingResult(model_dir=model_dir, manifest=manifest)
     if result.promoted:
         promote(settings.models_dir, manifest)
