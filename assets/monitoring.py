@@ -174,9 +174,9 @@ def monitoring_definitions(services: "list[FeatureService]", views: "list[Featur
         assets += _service_assets(service, view_tags, partitions_def)
     served_day = [key for asset in assets for key in asset.keys if key.path[-1] in ("feature_drift", "skew")]
     realized = [key for asset in assets for key in asset.keys if key.path[-1] == "realized_performance"]
-    monitor_job = dg.define_asset_job(MONITOR_JOB, selection=dg.AssetSelection.assets(*served_day), partitions_def=partitions_def,
+    monitor_job = dg.define_asset_job(MONITOR_JOB, selection=dg.AssetSelection.assets(*served_day),
                                       description="One served day: feature drift and training/serving skew.")
-    realized_job = dg.define_asset_job(REALIZED_JOB, selection=dg.AssetSelection.assets(*realized), partitions_def=partitions_def,
+    realized_job = dg.define_asset_job(REALIZED_JOB, selection=dg.AssetSelection.assets(*realized),
                                        description="Realized model performance of the day whose labels just matured.")
     matured_after = LABEL_MATURITY + timedelta(days=1)
 

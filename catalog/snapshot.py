@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from core.settings import Settings
 
-SNAPSHOT_VERSION = 2  # 2: models are read as ModelManifests (version, promoted, feature_views)
+SNAPSHOT_VERSION = 3  # 2: models are read as ModelManifests (version, promoted, feature_views); 3: monitoring
 SNAPSHOT_FILE = "catalog.json"
 _USE_SETTINGS = object()
 
@@ -47,6 +47,7 @@ class CatalogSnapshot(TypedDict):
     features: list[dict[str, Any]]
     models: list[CatalogModel]
     lineage: dict[str, Any]
+    monitoring: dict[str, list[dict[str, Any]]]  # the latest drift / realized_performance / skew report per feature service
     errors: list[str]
     build_seconds: float
 
@@ -217,6 +218,12 @@ def build_snapshot(
         service["models"] = sorted(m["name"] for m in models if m.get("feature_service") == service["name"])
         service["feature_views"] = sorted({f["view"] for f in service["features"]})
 
+    monitoring = _monitoring(settings.state_dir, errors)
+    drift_by_feature: dict[str, list[dict[str, Any]]] = {}
+    for report in monitoring["drift"]:
+        for drift in report["features"]:
+            drift_by_feature.setdefault(f"{drift['view']}:{drift['feature']}", []).append(
+                {**drift, "day": report["day"], "feature_service": report["feature_service"], "model_version": report["model_version"]})
     features = []
     for view in views:
         view_models = sorted({m["name"] for m in models if any(v == view["name"] for v, _ in m["uses"])})
@@ -240,6 +247,7 @@ def build_snapshot(
                 "feature_services": sorted(s["name"] for s in services if key in service_features[s["name"]]),
                 "models": sorted(m["name"] for m in models if key in m["uses"]),
                 "stats": all_stats[view["name"]].get(field["name"]),
+                "drift": drift_by_feature.get(f"{view['name']}:{field['name']}", []),
             })
     for model in models:
         model["uses"] = [f"{v}:{f}" for v, f in model["uses"]]
@@ -257,6 +265,7 @@ def build_snapshot(
         "features": features,
         "models": models,
         "lineage": build_lineage(views, services, models),
+        "monitoring": monitoring,
         "errors": errors,
         "build_seconds": round(time.perf_counter() - started, 3),
     })
@@ -270,6 +279,34 @@ def write_snapshot(snapshot: CatalogSnapshot, directory: Path) -> Path:
     staging.write_text(json.dumps(snapshot, indent=1, default=str, allow_nan=False))
     staging.replace(path)
     return path
+
+
+def _finite(value: Any) -> Any:
+    """NaN (e.g. ROC AUC of a day without positives) as null: the snapshot is strict JSON."""
+    if isinstance(value, float):
+        return None if value != value else value
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _monitoring(state_dir: Path, errors: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The latest monitoring reports (the drift badge and plot on feature pages, the gauges of /metrics);
+    a report beyond repair is an error on the page, not a failed build."""
+    import dataclasses
+
+    from core.monitoring import DriftReport, RealizedPerformanceReport, SkewReport, latest_reports
+
+    monitoring: dict[str, list[dict[str, Any]]] = {}
+    for kind, cls in (("drift", DriftReport), ("realized_performance", RealizedPerformanceReport), ("skew", SkewReport)):
+        try:
+            monitoring[kind] = [_finite(dataclasses.asdict(report)) for report in latest_reports(state_dir, cls)]
+        except (OSError, ValueError) as exc:
+            errors.append(f"monitoring {kind}: {type(exc).__name__}: {exc}")
+            monitoring[kind] = []
+    return monitoring
 
 
 def read_snapshot(path: Path) -> CatalogSnapshot:

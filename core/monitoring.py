@@ -83,7 +83,9 @@ class FeatureDrift:
     ks: float
     psi_threshold: float
     ks_threshold: float
-    fractions: tuple[float, ...]  # the day's share per baseline bin (the plot's second series)
+    edges: tuple[float, ...]  # the baseline's bin edges
+    baseline_fractions: tuple[float, ...]  # the training share per bin (value bins, then missing)
+    fractions: tuple[float, ...]  # the day's share per bin
 
     @property
     def breached(self) -> bool:

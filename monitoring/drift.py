@@ -50,7 +50,8 @@ def feature_drift(baseline: FeatureBaseline, values: np.ndarray, source: str, ps
     return FeatureDrift(
         source=source, view=view, feature=feature, rows=len(values),
         psi=psi(np.array(baseline.fractions), fractions), ks=ks(np.array(baseline.sample), values),
-        psi_threshold=psi_threshold, ks_threshold=ks_threshold, fractions=tuple(map(float, fractions)),
+        psi_threshold=psi_threshold, ks_threshold=ks_threshold, edges=baseline.edges, baseline_fractions=baseline.fractions,
+        fractions=tuple(map(float, fractions)),
     )
 
 
