@@ -1,0 +1,196 @@
+"""Monitoring, shown on a platform of its own (4 generated days, the last one's amounts tripled):
+
+- drift: the planted day fails feature_drift for the amount features only (served and offline), the
+  alert reaches a real webhook, the catalog's feature page shows it, /metrics exports it; an unshifted
+  day passes;
+- skew: a replay with day-old online features (--mode daily) fails training_serving_skew, a replay
+  with the stream (fresh features) passes;
+- realized performance: the served model passes once labels matured, a broken model fails.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import date, datetime, time, timedelta, timezone
+from types import SimpleNamespace
+
+import dagster as dg
+import pytest
+from fastapi.testclient import TestClient
+
+from assets.checks import REFERENCE_TIME_TAG
+from assets.monitoring import DRIFT_CHECK, REALIZED_CHECK, SKEW_CHECK, drift_key, monitoring_definitions, realized_key, skew_key
+from assets.partitions import daily_partitions
+from assets.resources import PlatformResource
+from assets.sensors import alert_failed_checks
+from core.artifacts import ModelManifest
+from core.monitoring import DriftReport, RealizedPerformanceReport, SkewReport, read_report, report_path
+from monitoring.skew import SAMPLE_ROWS
+from monitoring_support import broken_model, webhook_receiver, write_served_log
+from support import delete_project_keys, platform_environment
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SERVICE = "fraud_detection_v1"
+DAYS, TRANSACTIONS_PER_DAY = 4, 1500
+AMOUNT_FEATURES = {"user_velocity:amount_sum_1h", "user_velocity:amount_sum_24h", "user_velocity:amount_sum_7d",
+                   "user_velocity:amount_mean_7d"}
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory, redis_url, spark):
+    from core.feast_repo import load_repo_contents
+    from core.settings import load_settings
+    from featurestack.platform_run import run_platform
+    from pipelines.generator import AmountShift, generate
+    from training.train import train
+
+    project = f"fs_monitor_{uuid.uuid4().hex[:8]}"
+    with platform_environment(tmp_path_factory.mktemp("monitoring"), project, redis_url):
+        try:
+            settings = load_settings()
+            days = [settings.start_date + timedelta(days=offset) for offset in range(DAYS)]
+            generate(settings.landing_dir, settings.start_date, DAYS, TRANSACTIONS_PER_DAY, seed=11,
+                     amount_shift=AmountShift(days[-1], 3.0))
+            # The model is trained before the shifted day lands (holdout: the day before it), as in production.
+            outcome = run_platform(settings, only=days[:-1])
+            assert outcome.failed == [] and outcome.blocked == [], (outcome.failed, outcome.blocked)
+            trained = train(outcome.settings, outcome.redis.url, epochs=4)
+            assert trained.promoted, trained.manifest.training.metrics
+            outcome = run_platform(settings, only=days[-1:])
+            assert outcome.failed == [] and outcome.blocked == [], (outcome.failed, outcome.blocked)
+            repo = load_repo_contents(outcome.settings)
+            assets, _, _ = monitoring_definitions(repo.feature_services, repo.feature_views, daily_partitions(outcome.settings))
+            yield SimpleNamespace(settings=outcome.settings, redis_url=outcome.redis.url, days=days, model=trained,
+                                  assets={key: asset for asset in assets for key in asset.keys},
+                                  instance=dg.DagsterInstance.ephemeral(), replays={})
+        finally:
+            delete_project_keys(redis_url, project)
+            delete_project_keys(redis_url, f"{project}_replay")
+
+
+def _replay(monitored, day: date, mode: str, model_dir=None):
+    """The day replayed through /predict (cached per day, mode and model)."""
+    from featurestack.replay import replay_day
+
+    key = (day, mode, str(model_dir))
+    if key not in monitored.replays:
+        settings = monitored.settings
+        if model_dir is not None:
+            settings = replace(settings, serving=replace(settings.serving, model_dir=str(model_dir)))
+        monitored.replays[key] = replay_day(settings, monitored.redis_url, day, mode)
+    return monitored.replays[key]
+
+
+def _serve(monitored, day: date, mode: str, model_dir=None) -> None:
+    """The served-feature log of `day` as the replay's serving answered it."""
+    model_dir = model_dir or monitored.model.model_dir
+    write_served_log(monitored.settings, ModelManifest.read(model_dir), _replay(monitored, day, mode, model_dir))
+
+
+def _materialize(monitored, key: dg.AssetKey, day: date, reference_time: datetime | None = None) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [monitored.assets[key]], partition_key=day.isoformat(), instance=monitored.instance,
+        resources={"platform": PlatformResource.from_settings(monitored.settings)},
+        tags={REFERENCE_TIME_TAG: reference_time.isoformat()} if reference_time else None, raise_on_error=False,
+    )
+
+
+def _check(result: dg.ExecuteInProcessResult, name: str):
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return evaluation
+
+
+def test_planted_drift_fails_for_the_shifted_features_only_alerts_and_shows_in_the_catalog(monitored):
+    from catalog.render import Links, render_feature
+    from catalog.snapshot import build_snapshot
+    from catalog.web import CatalogState, create_app
+
+    unshifted, shifted = monitored.days[-2], monitored.days[-1]
+    _serve(monitored, unshifted, "stream")
+    calm = _materialize(monitored, drift_key(SERVICE), unshifted)
+    calm_report = read_report(report_path(monitored.settings.state_dir, "drift", SERVICE, unshifted.isoformat()), DriftReport)
+    print("unshifted", [(d.source, d.view, d.feature, round(d.psi, 3), round(d.ks, 3)) for d in calm_report.features])
+    assert calm.success and _check(calm, DRIFT_CHECK).passed, _check(calm, DRIFT_CHECK).description
+    assert {d.source for d in calm_report.features} == {"served", "offline"} and calm_report.missing_sources == ()
+
+    _serve(monitored, shifted, "stream")
+    drifted = _materialize(monitored, drift_key(SERVICE), shifted)
+    report = read_report(report_path(monitored.settings.state_dir, "drift", SERVICE, shifted.isoformat()), DriftReport)
+    print("shifted", [(d.source, d.view, d.feature, round(d.psi, 3), round(d.ks, 3)) for d in report.features])
+    evaluation = _check(drifted, DRIFT_CHECK)
+    assert drifted.success and not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    breached = {f"{d.view}:{d.feature}" for d in report.breaches}
+    assert breached == AMOUNT_FEATURES | {"merchant_risk:amount_sum_30d"}
+    assert {f"{d.view}:{d.feature}" for d in report.breaches if d.source == "served"} == AMOUNT_FEATURES
+    assert evaluation.metadata["breached"].data == sorted(breached)
+
+    with webhook_receiver() as (url, received):
+        payload = alert_failed_checks(monitored.instance, monitored.instance.get_run_by_id(drifted.run_id), webhook_url=url)
+    assert len(received) == 1 and received[0]["failed_checks"] == [
+        {"asset": drift_key(SERVICE).to_user_string(), "check": DRIFT_CHECK, "severity": "WARN",
+         "description": payload["failed_checks"][0]["description"], "partition": shifted.isoformat()}]
+    assert "user_velocity:amount_sum_24h" in received[0]["text"]
+
+    snapshot = build_snapshot(monitored.settings, instance=None)
+    page = render_feature(snapshot, "user_velocity", "amount_sum_24h", Links())
+    assert 'data-badge="drift"' in page and "drift: failing" in page and page.count('class="drift-plot"') == 2
+    calm_page = render_feature(snapshot, "user_velocity", "txn_count_1h", Links())
+    assert "drift: passing" in calm_page and "drift: failing" not in calm_page
+
+    metrics = TestClient(create_app(CatalogState(snapshot))).get("/metrics").text
+    amount = next(d for d in report.features if (d.source, d.feature) == ("served", "amount_sum_24h"))
+    line = (f'featurestack_feature_drift_psi{{feature_service="{SERVICE}",view="user_velocity",feature="amount_sum_24h",'
+            f'source="served"}} {amount.psi!r}')
+    assert line in metrics.splitlines(), metrics[:2000]
+
+
+def test_skew_fails_on_day_old_online_features_and_passes_on_fresh_ones(monitored):
+    day = monitored.days[-2]
+    _serve(monitored, day, "daily")
+    stale = _materialize(monitored, skew_key(SERVICE), day)
+    stale_report = read_report(report_path(monitored.settings.state_dir, "skew", SERVICE, day.isoformat()), SkewReport)
+    by_view = {v.view: v for v in stale_report.views}
+    print("daily", by_view)
+    assert stale.success and not _check(stale, SKEW_CHECK).passed
+    assert by_view["user_velocity"].breached and by_view["user_velocity"].ratio > 0.5
+    assert _check(stale, SKEW_CHECK).metadata["breached_views"].data == [v.view for v in stale_report.views if v.breached]
+
+    _serve(monitored, day, "stream")
+    fresh = _materialize(monitored, skew_key(SERVICE), day)
+    fresh_report = read_report(report_path(monitored.settings.state_dir, "skew", SERVICE, day.isoformat()), SkewReport)
+    assert fresh.success and _check(fresh, SKEW_CHECK).passed, _check(fresh, SKEW_CHECK).description
+    assert [(v.view, v.differing) for v in fresh_report.views] == [(v.view, 0) for v in fresh_report.views]
+    assert fresh_report.views[0].compared == SAMPLE_ROWS
+
+
+def test_realized_performance_waits_for_labels_passes_and_fails_on_a_broken_model(monitored):
+    day = monitored.days[-2]
+    matured = datetime.combine(day, time(), tzinfo=timezone.utc) + timedelta(days=15)
+    _serve(monitored, day, "stream")
+    early = _materialize(monitored, realized_key(SERVICE), day, reference_time=matured - timedelta(hours=1))
+    assert not early.success
+    assert "mature at" in str(early.get_step_failure_events()[0].event_specific_data.error.message)
+
+    served = _materialize(monitored, realized_key(SERVICE), day, reference_time=matured)
+    report = read_report(report_path(monitored.settings.state_dir, "realized_performance", SERVICE, day.isoformat()),
+                         RealizedPerformanceReport)
+    (model,) = report.models
+    print("realized", model)
+    assert served.success and _check(served, REALIZED_CHECK).passed
+    assert (model.model_version, model.rows) == (monitored.model.manifest.version, TRANSACTIONS_PER_DAY)
+    assert model.holdout_roc_auc == monitored.model.manifest.training.metrics["test_roc_auc"]
+
+    broken = broken_model(monitored.settings.models_dir, monitored.model.model_dir)
+    _serve(monitored, day, "daily", model_dir=broken)
+    degraded = _materialize(monitored, realized_key(SERVICE), day, reference_time=matured)
+    report = read_report(report_path(monitored.settings.state_dir, "realized_performance", SERVICE, day.isoformat()),
+                         RealizedPerformanceReport)
+    (model,) = report.models
+    print("broken", model)
+    evaluation = _check(degraded, REALIZED_CHECK)
+    assert degraded.success and not evaluation.passed and model.model_version == "broken"
+    assert model.roc_auc < model.holdout_roc_auc - model.margin
+    assert evaluation.metadata["degraded_versions"].data == ["broken"]
