@@ -32,11 +32,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> Path:
 
 @dataclass(frozen=True)
 class FeatureBaseline:
-    """One feature as the model saw it in training: quantile bin edges (bins are (-inf, e0], (e0, e1], ...,
-    (e_last, inf), then one bin for missing values), the share of training rows in each bin, and a
-    seeded sample of the non-missing values (the KS reference)."""
+    """One feature in the model's reference window, as one source holds it: quantile bin edges (bins are
+    (-inf, e0], (e0, e1], ..., (e_last, inf), then one bin for missing values), the share of rows in each
+    bin, and a seeded sample of the non-missing values (the KS reference).
+
+    source `served`: the training set's point-in-time values (what serving reads, as of just before each
+    transaction); `offline`: the view's offline rows (e.g. windows that include their own event, one
+    merchant snapshot a day), so each day's offline partition is compared with rows of its own kind."""
 
     ref: str  # view:feature
+    source: str  # served | offline
     edges: tuple[float, ...]
     fractions: tuple[float, ...]  # len(edges) + 2: the value bins, then missing
     sample: tuple[float, ...]
@@ -49,11 +54,11 @@ class DriftBaseline:
     feature_service: str
     features: tuple[FeatureBaseline, ...]
 
-    def feature(self, ref: str) -> FeatureBaseline:
+    def feature(self, ref: str, source: str = "served") -> FeatureBaseline:
         for baseline in self.features:
-            if baseline.ref == ref:
+            if (baseline.ref, baseline.source) == (ref, source):
                 return baseline
-        raise KeyError(f"drift baseline of {self.feature_service}/{self.model_version} has no feature {ref!r}")
+        raise KeyError(f"drift baseline of {self.feature_service}/{self.model_version} has no {source} feature {ref!r}")
 
     def write(self, model_dir: Path) -> Path:
         return _write_json(model_dir / BASELINE_FILE, dataclasses.asdict(self))
@@ -64,7 +69,7 @@ class DriftBaseline:
         try:
             data = json.loads(path.read_text())
             return cls(model_version=data["model_version"], feature_service=data["feature_service"], features=tuple(
-                FeatureBaseline(ref=f["ref"], edges=tuple(f["edges"]), fractions=tuple(f["fractions"]),
+                FeatureBaseline(ref=f["ref"], source=f["source"], edges=tuple(f["edges"]), fractions=tuple(f["fractions"]),
                                 sample=tuple(f["sample"]), rows=f["rows"])
                 for f in data["features"]))
         except FileNotFoundError as exc:

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
-from core.lake import partition_dir
 from core.monitoring import DriftBaseline, DriftReport, FeatureBaseline, FeatureDrift
 from core.served_log import feature_column
-from training.baseline import bin_fractions
+from training.baseline import bin_fractions, offline_rows
 
 PSI_TAG, KS_TAG = "drift_psi_threshold", "drift_ks_threshold"
 DEFAULT_PSI_THRESHOLD = 0.25  # the usual reading of PSI: above 0.25 the population has shifted
@@ -55,20 +54,14 @@ def feature_drift(baseline: FeatureBaseline, values: np.ndarray, source: str, ps
     )
 
 
-def offline_partition(offline_dir: Path, view: str, day: date, features: list[str]) -> pd.DataFrame | None:
-    files = sorted(partition_dir(offline_dir / view, day).glob("*.parquet"))
-    if not files:
-        return None
-    return pd.concat([pd.read_parquet(file, columns=features) for file in files], ignore_index=True)
-
-
 def drift_of_day(baseline: DriftBaseline, view_tags: dict[str, dict[str, str]], day: date, served: pd.DataFrame | None,
                  offline_dir: Path) -> DriftReport:
     """Every baseline feature, for each source the day has: `served` (the day's served-feature log, answered
     rows) and `offline` (the view's partition of the day)."""
     by_view: dict[str, list[FeatureBaseline]] = {}
     for feature in baseline.features:
-        by_view.setdefault(feature.ref.split(":", 1)[0], []).append(feature)
+        if feature.source == "served":
+            by_view.setdefault(feature.ref.split(":", 1)[0], []).append(feature)
     results, missing = [], []
     if served is None:
         missing.append("served")
@@ -79,11 +72,12 @@ def drift_of_day(baseline: DriftBaseline, view_tags: dict[str, dict[str, str]], 
         if served is not None:
             results += [feature_drift(f, served[feature_column(f.ref)].to_numpy(np.float64, na_value=np.nan), "served",
                                       psi_threshold, ks_threshold) for f in features]
-        offline = offline_partition(offline_dir, view, day, [f.ref.split(":", 1)[1] for f in features])
-        if offline is None:
+        try:
+            offline = offline_rows(offline_dir, view, [day], [f.ref.split(":", 1)[1] for f in features])
+        except FileNotFoundError:
             missing.append(f"offline:{view}")
             continue
-        results += [feature_drift(f, offline[f.ref.split(":", 1)[1]].to_numpy(np.float64, na_value=np.nan), "offline",
-                                  psi_threshold, ks_threshold) for f in features]
+        results += [feature_drift(baseline.feature(f.ref, "offline"), offline[f.ref.split(":", 1)[1]].to_numpy(np.float64, na_value=np.nan),
+                                  "offline", psi_threshold, ks_threshold) for f in features]
     return DriftReport(feature_service=baseline.feature_service, model_version=baseline.model_version, day=day.isoformat(),
                        features=tuple(results), missing_sources=tuple(missing))

@@ -1,4 +1,5 @@
-"""Monitoring, shown on a platform of its own (4 generated days, the last one's amounts tripled):
+"""Monitoring, shown on a platform of its own (5 generated days, the last one's amounts tripled; the model
+is trained on the first 3, its holdout, day 3, is the drift reference):
 
 - drift: the planted day fails feature_drift for the amount features only (served and offline), the
   alert reaches a real webhook, the catalog's feature page shows it, /metrics exports it; an unshifted
@@ -33,7 +34,7 @@ from support import delete_project_keys, platform_environment
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SERVICE = "fraud_detection_v1"
-DAYS, TRANSACTIONS_PER_DAY = 4, 1500
+DAYS, TRANSACTIONS_PER_DAY = 5, 1500
 AMOUNT_FEATURES = {"user_velocity:amount_sum_1h", "user_velocity:amount_sum_24h", "user_velocity:amount_sum_7d",
                    "user_velocity:amount_mean_7d"}
 
@@ -53,12 +54,12 @@ def monitored(tmp_path_factory, redis_url, spark):
             days = [settings.start_date + timedelta(days=offset) for offset in range(DAYS)]
             generate(settings.landing_dir, settings.start_date, DAYS, TRANSACTIONS_PER_DAY, seed=11,
                      amount_shift=AmountShift(days[-1], 3.0))
-            # The model is trained before the shifted day lands (holdout: the day before it), as in production.
-            outcome = run_platform(settings, only=days[:-1])
+            # The model is trained before the later days land (holdout: day 3), as in production.
+            outcome = run_platform(settings, only=days[:3])
             assert outcome.failed == [] and outcome.blocked == [], (outcome.failed, outcome.blocked)
             trained = train(outcome.settings, outcome.redis.url, epochs=4)
             assert trained.promoted, trained.manifest.training.metrics
-            outcome = run_platform(settings, only=days[-1:])
+            outcome = run_platform(settings, only=days[3:])
             assert outcome.failed == [] and outcome.blocked == [], (outcome.failed, outcome.blocked)
             repo = load_repo_contents(outcome.settings)
             assets, _, _ = monitoring_definitions(repo.feature_services, repo.feature_views, daily_partitions(outcome.settings))
@@ -107,7 +108,7 @@ def test_planted_drift_fails_for_the_shifted_features_only_alerts_and_shows_in_t
     from catalog.snapshot import build_snapshot
     from catalog.web import CatalogState, create_app
 
-    unshifted, shifted = monitored.days[-2], monitored.days[-1]
+    unshifted, shifted = monitored.days[3], monitored.days[4]
     _serve(monitored, unshifted, "stream")
     calm = _materialize(monitored, drift_key(SERVICE), unshifted)
     calm_report = read_report(report_path(monitored.settings.state_dir, "drift", SERVICE, unshifted.isoformat()), DriftReport)
@@ -148,7 +149,7 @@ def test_planted_drift_fails_for_the_shifted_features_only_alerts_and_shows_in_t
 
 
 def test_skew_fails_on_day_old_online_features_and_passes_on_fresh_ones(monitored):
-    day = monitored.days[-2]
+    day = monitored.days[2]
     _serve(monitored, day, "daily")
     stale = _materialize(monitored, skew_key(SERVICE), day)
     stale_report = read_report(report_path(monitored.settings.state_dir, "skew", SERVICE, day.isoformat()), SkewReport)
@@ -167,7 +168,7 @@ def test_skew_fails_on_day_old_online_features_and_passes_on_fresh_ones(monitore
 
 
 def test_realized_performance_waits_for_labels_passes_and_fails_on_a_broken_model(monitored):
-    day = monitored.days[-2]
+    day = monitored.days[2]  # the holdout day: served with fresh features, the realized metric is the holdout's
     matured = datetime.combine(day, time(), tzinfo=timezone.utc) + timedelta(days=15)
     _serve(monitored, day, "stream")
     early = _materialize(monitored, realized_key(SERVICE), day, reference_time=matured - timedelta(hours=1))
@@ -182,6 +183,7 @@ def test_realized_performance_waits_for_labels_passes_and_fails_on_a_broken_mode
     assert served.success and _check(served, REALIZED_CHECK).passed
     assert (model.model_version, model.rows) == (monitored.model.manifest.version, TRANSACTIONS_PER_DAY)
     assert model.holdout_roc_auc == monitored.model.manifest.training.metrics["test_roc_auc"]
+    assert model.roc_auc == pytest.approx(model.holdout_roc_auc, abs=1e-9), model
 
     broken = broken_model(monitored.settings.models_dir, monitored.model.model_dir)
     _serve(monitored, day, "daily", model_dir=broken)

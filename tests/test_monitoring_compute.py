@@ -4,6 +4,7 @@ baseline and reports through their files, a day without positives counting as de
 from __future__ import annotations
 
 import math
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -66,11 +67,17 @@ def test_thresholds_come_from_tags_else_defaults_and_bad_tags_name_the_view():
 
 def test_baseline_and_reports_survive_their_files(tmp_path):
     frame = pd.DataFrame({"v:a": [1.0, 2.0, None, 4.0], "v:b": [0.0, 0.0, 1.0, 1.0]})
-    save_drift_baseline(tmp_path, "ver1", "svc", frame, ["v:a", "v:b"])
+    offline = tmp_path / "offline" / "v" / "date=2026-11-03"
+    offline.mkdir(parents=True)
+    pd.DataFrame({"a": [5.0, 6.0], "b": [1.0, None]}).to_parquet(offline / "part-0.parquet")
+    save_drift_baseline(tmp_path, "ver1", "svc", frame, ["v:a", "v:b"], tmp_path / "offline", [date(2026, 11, 3)])
     baseline = DriftBaseline.read(tmp_path)
     assert baseline.feature("v:a").fractions[-1] == 0.25 and baseline.feature("v:b").sample == (0.0, 0.0, 1.0, 1.0)
-    with pytest.raises(KeyError, match="no feature 'v:c'"):
+    assert baseline.feature("v:a", "offline").sample == (5.0, 6.0) and baseline.feature("v:b", "offline").fractions[-1] == 0.5
+    with pytest.raises(KeyError, match="no served feature 'v:c'"):
         baseline.feature("v:c")
+    with pytest.raises(FileNotFoundError, match=r"no offline partition of v for \['2026-11-04'\]"):
+        save_drift_baseline(tmp_path, "ver1", "svc", frame, ["v:a"], tmp_path / "offline", [date(2026, 11, 4)])
     with pytest.raises(FileNotFoundError, match="retrain it"):
         DriftBaseline.read(tmp_path / "elsewhere")
 

@@ -174,7 +174,7 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
         ),
     )
     manifest.write(model_dir)
-    save_drift_baseline(model_dir, version, feature_service, frame[~is_test], refs)
+    save_drift_baseline(model_dir, version, feature_service, frame[is_test], refs, settings.offline_dir, days[-holdout_days:])
     result = TrainingResult(model_dir=model_dir, manifest=manifest)
     if result.promoted:
         promote(settings.models_dir, manifest)
