@@ -17,6 +17,7 @@ day whose labels matured (LABEL_MATURITY + 1 day ago). A run tag featurestack/re
 
 
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -28,6 +29,7 @@ from core.monitoring import DriftBaseline, write_report
 from core.served_log import read_served_day
 
 if TYPE_CHECKING:
+    import pandas as pd
     from feast import FeatureService, FeatureView
 
 DRIFT_CHECK = "feature_drift"
@@ -49,14 +51,14 @@ def realized_key(service: str) -> dg.AssetKey:
     return dg.AssetKey(["monitoring", service, "realized_performance"])
 
 
-def _promoted(platform: PlatformResource, service: str) -> tuple[ModelManifest, "object"]:
+def _promoted(platform: PlatformResource, service: str) -> tuple[ModelManifest, Path]:
     model_dir = latest_promoted(platform.settings.models_dir, service)
     if model_dir is None:
         raise FileNotFoundError(f"no promoted model of feature service {service} under {platform.settings.models_dir}: train one first")
     return ModelManifest.read(model_dir), model_dir
 
 
-def _served(platform: PlatformResource, service: str, day: date, required: bool):
+def _served(platform: PlatformResource, service: str, day: date, required: bool) -> "pd.DataFrame | None":
     served = read_served_day(platform.settings.offline_dir, service, day)
     if served is None and required:
         raise FileNotFoundError(f"no served-feature log of {service} for {day} (serving writes it; was the model served that day?)")

@@ -245,14 +245,14 @@ def drift_svg(drift: dict[str, Any], *, width: int = 560, height: int = 170) -> 
     day_class = "drifted" if drift["breached"] else "bar"
     parts = []
     for i, (expected, actual) in enumerate(zip(baseline, day)):
-        for j, (share, css, who) in enumerate(((expected, "baseline", "training"), (actual, day_class, drift["day"]))):
+        for j, (share, css, who) in enumerate(((expected, "baseline", "reference"), (actual, day_class, drift["day"]))):
             h = plot_h * share / top
             parts.append(f'<rect class="bar {css}" x="{pad_l + i * group_w + j * group_w / 2 + 0.5:.1f}" y="{pad_t + plot_h - h:.1f}" '
                          f'width="{max(group_w / 2 - 1, 0.5):.1f}" height="{h:.1f}"><title>{e(labels[i])}: {who} {share:.1%}</title></rect>')
     parts.append(f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{width - 4}" y2="{pad_t + plot_h}" stroke="#8792a8"/>')
     parts.append(f'<text x="{pad_l - 4}" y="{pad_t + 10}" text-anchor="end">{top:.0%}</text>')
     parts.append(f'<text x="{pad_l + plot_w / 2:.0f}" y="{height - 14}" text-anchor="middle" class="muted">'
-                 f'baseline bins (deciles of training values), last: missing · grey training, colour {e(drift["day"])}</text>')
+                 f'bins: deciles of the reference window (the model\'s holdout), last: missing · grey reference, colour {e(drift["day"])}</text>')
     return (f'<svg class="drift-plot" data-source="{e(drift["source"])}" role="img" aria-label="drift plot" width="{width}" '
             f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>')
 
@@ -262,7 +262,7 @@ def drift_section(feature: dict[str, Any]) -> str:
     their thresholds, and the plot."""
     drifts = feature.get("drift") or []
     if not drifts:
-        return f'<h2>Drift {badge("none", "drift", "no drift report yet (monitoring/<service>/feature_drift)")}</h2>'
+        return f'<h2>Drift {badge("unknown", "drift", "no drift report yet (monitoring/<service>/feature_drift)")}</h2>'
     status = "failing" if any(d["breached"] for d in drifts) else "passing"
     rows = "".join(
         f'<div class="card" data-drift-source="{e(d["source"])}"><p><b>{e(d["source"])}</b> values of {e(d["day"])} '

@@ -85,7 +85,8 @@ def test_monitoring_jobs_schedules_and_checks(definitions):
         "monitoring/fraud_detection_v1/feature_drift", "monitoring/fraud_detection_v1/skew"}
     assert definitions.resolve_schedule_def("monitor_served_day_schedule").cron_schedule == "0 2 * * *"
     realized = definitions.resolve_schedule_def("realized_performance_nightly")
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 12, 20, 3, tzinfo=timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 12, 20, 3, tzinfo=timezone.utc),
+                                        repository_def=definitions.get_repository_def())
     # The day that ended 15 days before: its last transaction is 14 days old, its labels matured.
     assert realized.evaluate_tick(context).run_requests[0].partition_key == "2026-12-05"
 
