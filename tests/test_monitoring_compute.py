@@ -99,3 +99,24 @@ def test_differing_treats_missing_on_both_sides_as_equal():
     served = np.array([[1.0, np.nan, np.nan, 2.0]])
     expected = np.array([[1.0, np.nan, 3.0, 2.5]])
     assert differing(served, expected).tolist() == [[False, False, True, True]]
+
+
+def test_the_planted_amount_shift_moves_only_that_days_amounts(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipelines.generator import AmountShift, generate
+
+    start = date(2026, 11, 1)
+    generate(tmp_path / "plain", start, 2, 300, seed=3)
+    generate(tmp_path / "shifted", start, 2, 300, seed=3, amount_shift=AmountShift.parse("2026-11-02:10"))
+    read = lambda root, day: pq.read_table(root / "transactions" / f"date={day}" / "part-00000.parquet")  # noqa: E731
+    assert read(tmp_path / "plain", "2026-11-01").equals(read(tmp_path / "shifted", "2026-11-01"))
+    plain, shifted = read(tmp_path / "plain", "2026-11-02"), read(tmp_path / "shifted", "2026-11-02")
+    assert plain.drop(["amount"]).equals(shifted.drop(["amount"]))
+    ratio = np.array(shifted["amount"]) / np.array(plain["amount"])
+    # Amounts are rounded to cents after the shift: tenfold within the rounding of the unshifted cents.
+    assert np.all(np.abs(np.array(shifted["amount"]) - 10 * np.array(plain["amount"])) <= 0.05 + 1e-9) and ratio.mean() == pytest.approx(10, rel=1e-3)
+    with pytest.raises(ValueError, match="expected YYYY-MM-DD:FACTOR"):
+        AmountShift.parse("2026-11-02")
+    with pytest.raises(ValueError, match="must be positive"):
+        AmountShift(start, 0)
