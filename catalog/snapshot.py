@@ -292,17 +292,27 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _with_verdicts(report) -> dict[str, Any]:
+    """The report as a dict, each result with its verdict (the reports' own rule: breached, degraded)."""
+    import dataclasses
+
+    data = dataclasses.asdict(report)
+    for field, verdict in (("features", "breached"), ("models", "degraded"), ("views", "breached")):
+        if field in data:
+            for item, result in zip(data[field], getattr(report, field)):
+                item[verdict] = getattr(result, verdict)
+    return data
+
+
 def _monitoring(state_dir: Path, errors: list[str]) -> dict[str, list[dict[str, Any]]]:
     """The latest monitoring reports (the drift badge and plot on feature pages, the gauges of /metrics);
     a report beyond repair is an error on the page, not a failed build."""
-    import dataclasses
-
     from core.monitoring import DriftReport, RealizedPerformanceReport, SkewReport, latest_reports
 
     monitoring: dict[str, list[dict[str, Any]]] = {}
     for kind, cls in (("drift", DriftReport), ("realized_performance", RealizedPerformanceReport), ("skew", SkewReport)):
         try:
-            monitoring[kind] = [_finite(dataclasses.asdict(report)) for report in latest_reports(state_dir, cls)]
+            monitoring[kind] = [_finite(_with_verdicts(report)) for report in latest_reports(state_dir, cls)]
         except (OSError, ValueError) as exc:
             errors.append(f"monitoring {kind}: {type(exc).__name__}: {exc}")
             monitoring[kind] = []
