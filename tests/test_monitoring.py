@@ -158,8 +158,8 @@ def test_planted_drift_fails_for_the_shifted_features_only_alerts_and_shows_in_t
 
     metrics = TestClient(create_app(CatalogState(snapshot))).get("/metrics").text
     amount = next(d for d in report.features if (d.source, d.feature) == ("served", "amount_sum_24h"))
-    line = (f'featurestack_feature_drift_psi{{feature_service="{SERVICE}",view="user_velocity",feature="amount_sum_24h",'
-            f'source="served"}} {amount.psi!r}')
+    line = (f'featurestack_feature_drift_psi{{feature="amount_sum_24h",feature_service="{SERVICE}",source="served",'
+            f'view="user_velocity"}} {amount.psi!r}')
     assert line in metrics.splitlines(), metrics[:2000]
 
 
