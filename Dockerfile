@@ -22,13 +22,14 @@ COPY assets assets
 COPY serving serving
 COPY eventlog eventlog
 COPY streaming streaming
+COPY monitoring monitoring
 COPY validations validations
 COPY catalog catalog
 COPY training training
 COPY feature_repo feature_repo
 COPY workspace.yaml ./
 RUN uv pip install --python /app/.venv/bin/python --no-cache --no-deps -e . \
- && /app/.venv/bin/python -m compileall -q core onlinestore featurestack pipelines assets serving validations catalog training
+ && /app/.venv/bin/python -m compileall -q core onlinestore featurestack pipelines assets serving validations catalog training monitoring
 
 FROM ${PYTHON_IMAGE}
 # Java 17 for Spark (driver here; executors run this same image on Kubernetes).

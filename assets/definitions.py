@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.checks import all_checks
 from assets.features import feature_view_assets
+from assets.monitoring import monitoring_definitions
 from assets.freshness import (
     FRESHNESS_JOB, apply_freshness_policies, freshness_check_keys, freshness_job, partition_freshness_checks,
 )
@@ -38,6 +39,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *training_assets(repo.feature_services),
     ]
     stream_assets, stream_checks, stream_jobs, stream_sensors = stream_definitions(repo.feature_views, repo.entities)
+    monitoring_assets, monitoring_jobs, monitoring_schedules = monitoring_definitions(repo.feature_services, repo.feature_views, partitions_def)
     checks = all_checks(repo.feature_views, repo.entities, partitions_def, settings.feature_repo_dir)
     partition_freshness = partition_freshness_checks(repo.feature_views)
     freshness_keys = freshness_check_keys(repo.feature_views, partition_freshness)
@@ -64,11 +66,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         TRAINING_JOB, selection=dg.AssetSelection.groups("training"), description="Training set -> model (MLflow run, new version) -> champion, gated by the promotion checks."
     )
     return dg.Definitions(
-        assets=[*apply_freshness_policies(assets, repo.feature_views), *stream_assets],
+        assets=[*apply_freshness_policies(assets, repo.feature_views), *stream_assets, *monitoring_assets],
         asset_checks=[*checks, *partition_freshness, *stream_checks],
-        jobs=[setup_job, daily_job, catalog_job, training_job, freshness_job(freshness_keys), *stream_jobs],
+        jobs=[setup_job, daily_job, catalog_job, training_job, freshness_job(freshness_keys), *stream_jobs, *monitoring_jobs],
         # Each night, once the day is complete, run it end to end.
-        schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=1, minute_of_hour=0)],
+        schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=1, minute_of_hour=0), *monitoring_schedules],
         sensors=[freshness_sensor(FRESHNESS_JOB), automation_sensor(), catalog_refresh_sensor(CATALOG_JOB),
                  *alert_sensors(settings.webhook_url), *stream_sensors],
         resources=build_resources(settings),

@@ -83,7 +83,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#6
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0}dt{color:#6b7385}dd{margin:0}
 #search{width:100%;max-width:560px;padding:8px 10px;font-size:15px;border:1px solid #b9c1cf;border-radius:6px}
 code{background:#eef1f6;padding:0 4px;border-radius:3px}svg text{font:11px system-ui,sans-serif}
-.bar{fill:#4a7fd4}.bar:hover{fill:#1f5fbf}.bar.tail{fill:#b38b2e}.lnode rect{fill:#fff;stroke:#8792a8}.lnode.focus rect{stroke:#1f5fbf;stroke-width:2.5;fill:#eaf1fd}
+.bar{fill:#4a7fd4}.bar:hover{fill:#1f5fbf}.bar.tail{fill:#b38b2e}.bar.baseline{fill:#9aa3b5}.bar.drifted{fill:#d0612b}.lnode rect{fill:#fff;stroke:#8792a8}.lnode.focus rect{stroke:#1f5fbf;stroke-width:2.5;fill:#eaf1fd}
 .lnode.dim{opacity:.35}.ledge{fill:none;stroke:#9aa4b8;stroke-width:1.3}.ledge.dim{opacity:.2}
 .error{background:#fbdcdc;color:#8a1c1c;padding:6px 10px;border-radius:4px}
 table.inner{width:auto;margin:2px 0;border-color:#e7eaf0}table.inner th,table.inner td{padding:2px 6px;font-size:12px;overflow-wrap:anywhere}
@@ -236,6 +236,48 @@ def histogram_svg(histogram: dict[str, Any] | None, *, width: int = 560, height:
     element_id = "" if mini else ' id="histogram"'
     return (f'<svg{element_id} class="histogram" role="img" aria-label="histogram" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>')
+
+
+def drift_svg(drift: dict[str, Any], *, width: int = 560, height: int = 170) -> str:
+    """Baseline (training) share vs the day's share per baseline bin, side by side; the last bin is missing values."""
+    baseline, day = drift["baseline_fractions"], drift["fractions"]
+    edges = drift["edges"]
+    labels = ([f"≤ {fmt(edges[0])}"] if edges else ["all values"]) + [f"({fmt(edges[i])}, {fmt(edges[i + 1])}]" for i in range(len(edges) - 1)]
+    labels += ([f"> {fmt(edges[-1])}"] if edges else []) + ["missing"]
+    pad_l, pad_b, pad_t = 40, 30, 8
+    plot_w, plot_h = width - pad_l - 4, height - pad_b - pad_t
+    top = max([*baseline, *day, 1e-9])
+    group_w = plot_w / len(baseline)
+    day_class = "drifted" if drift["breached"] else "bar"
+    parts = []
+    for i, (expected, actual) in enumerate(zip(baseline, day)):
+        for j, (share, css, who) in enumerate(((expected, "baseline", "reference"), (actual, day_class, drift["day"]))):
+            h = plot_h * share / top
+            parts.append(f'<rect class="bar {css}" x="{pad_l + i * group_w + j * group_w / 2 + 0.5:.1f}" y="{pad_t + plot_h - h:.1f}" '
+                         f'width="{max(group_w / 2 - 1, 0.5):.1f}" height="{h:.1f}"><title>{e(labels[i])}: {who} {share:.1%}</title></rect>')
+    parts.append(f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{width - 4}" y2="{pad_t + plot_h}" stroke="#8792a8"/>')
+    parts.append(f'<text x="{pad_l - 4}" y="{pad_t + 10}" text-anchor="end">{top:.0%}</text>')
+    parts.append(f'<text x="{pad_l + plot_w / 2:.0f}" y="{height - 14}" text-anchor="middle" class="muted">'
+                 f'bins: deciles of the reference window (the model\'s holdout), last: missing · grey reference, colour {e(drift["day"])}</text>')
+    return (f'<svg class="drift-plot" data-source="{e(drift["source"])}" role="img" aria-label="drift plot" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>')
+
+
+def drift_section(feature: dict[str, Any]) -> str:
+    """The feature's latest drift results (per feature service and source): a badge, PSI and KS against
+    their thresholds, and the plot."""
+    drifts = feature.get("drift") or []
+    if not drifts:
+        return f'<h2>Drift {badge("unknown", "drift", "no drift report yet (monitoring/<service>/feature_drift)")}</h2>'
+    status = "failing" if any(d["breached"] for d in drifts) else "passing"
+    rows = "".join(
+        f'<div class="card" data-drift-source="{e(d["source"])}"><p><b>{e(d["source"])}</b> values of {e(d["day"])} '
+        f'({fmt(d["rows"])} rows), {e(d["feature_service"])} model {e(d["model_version"])}: '
+        f'{badge("failing" if d["breached"] else "passing", "drift", "")} PSI <span class="psi">{d["psi"]:.3f}</span> '
+        f'(threshold {d["psi_threshold"]:g}) · KS <span class="ks">{d["ks"]:.3f}</span> (threshold {d["ks_threshold"]:g})</p>'
+        f'{drift_svg(d)}</div>'
+        for d in drifts)
+    return f'<h2 id="drift">Drift {badge(status, "drift", "latest PSI / KS against the training baseline")}</h2>{rows}'
 
 
 KIND_LABEL = {"raw": "raw table", "pipeline": "pipeline", "feature_view": "feature view", "feature_service": "feature service", "model": "model"}
@@ -500,6 +542,15 @@ def render_view(snapshot: dict[str, Any], name: str, links: Links) -> str | None
     return page(name, body, links, snapshot)
 
 
+def _drift_badge(feature: dict[str, Any]) -> str:
+    drifts = feature.get("drift") or []
+    if not drifts:
+        return ""
+    breached = [d["source"] for d in drifts if d["breached"]]
+    return " " + badge("failing" if breached else "passing", "drift",
+                       f"drifted ({', '.join(breached)})" if breached else "within the drift thresholds")
+
+
 def render_feature(snapshot: dict[str, Any], view_name: str, name: str, links: Links) -> str | None:
     feature = next((f for f in snapshot["features"] if f["view"] == view_name and f["name"] == name), None)
     if feature is None:
@@ -519,7 +570,7 @@ def render_feature(snapshot: dict[str, Any], view_name: str, name: str, links: L
         stat_rows.append(("problem", e(stats["error"])))
     stats_table = "".join(f'<tr><th>{e(k)}</th><td class="num">{v}</td></tr>' for k, v in stat_rows)
     body = f"""<p class="muted small"><a href="{links.index()}">catalog</a> / <a href="{links.view(view_name)}">{e(view_name)}</a> / feature</p>
-<h1 id="feature-name">{e(feature["id"])} {_feature_badges(view)}</h1><p>{e(feature["description"])}</p>
+<h1 id="feature-name">{e(feature["id"])} {_feature_badges(view)}{_drift_badge(feature)}</h1><p>{e(feature["description"])}</p>
 <div class="grid"><div class="card">{_dl([
         ("owner", f'<span class="owner" id="owner">{e(feature["owner"])}</span>'), ("type", e(feature["dtype"])),
         ("feature view", f'<a href="{links.view(view_name)}">{e(view_name)}</a> — {e(view["description"])}'),
@@ -533,6 +584,7 @@ def render_feature(snapshot: dict[str, Any], view_name: str, name: str, links: L
 <p class="muted small">over all {fmt(len(view["offline"]["partitions"]))} partitions of the offline store; distinct count is a HyperLogLog estimate</p></div>
 <div class="card"><h2 style="margin-top:0">Histogram</h2>{histogram_svg(stats.get("histogram"))}</div></div>
 <h2>Validation {badge(view["validation"]["status"], "validation", view["validation"]["summary"])}</h2>{_checks_table(view["validation"]["latest"])}
+{drift_section(feature)}
 <h2>Lineage</h2><div class="card">{lineage_svg(snapshot["lineage"], links, focus=f"feature_view:{view_name}", only_connected=True)}</div>"""
     return page(feature["id"], body, links, snapshot)
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from core.settings import Settings
 
-SNAPSHOT_VERSION = 3  # 3: models come from the model registry (versions, aliases, run links)
+SNAPSHOT_VERSION = 4  # 3: models come from the model registry (versions, aliases, run links); 4: monitoring
 SNAPSHOT_FILE = "catalog.json"
 _USE_SETTINGS = object()
 
@@ -47,6 +47,7 @@ class CatalogSnapshot(TypedDict):
     features: list[dict[str, Any]]
     models: list[CatalogModel]
     lineage: dict[str, Any]
+    monitoring: dict[str, list[dict[str, Any]]]  # the latest drift / realized_performance / skew report per feature service
     errors: list[str]
     build_seconds: float
 
@@ -221,6 +222,12 @@ def build_snapshot(
         service["models"] = sorted(m["name"] for m in models if m.get("feature_service") == service["name"])
         service["feature_views"] = sorted({f["view"] for f in service["features"]})
 
+    monitoring = _monitoring(settings.state_dir, errors)
+    drift_by_feature: dict[str, list[dict[str, Any]]] = {}
+    for report in monitoring["drift"]:
+        for drift in report["features"]:
+            drift_by_feature.setdefault(f"{drift['view']}:{drift['feature']}", []).append(
+                {**drift, "day": report["day"], "feature_service": report["feature_service"], "model_version": report["model_version"]})
     features = []
     for view in views:
         view_models = sorted({m["name"] for m in models if any(v == view["name"] for v, _ in m["uses"])})
@@ -244,6 +251,7 @@ def build_snapshot(
                 "feature_services": sorted(s["name"] for s in services if key in service_features[s["name"]]),
                 "models": sorted(m["name"] for m in models if key in m["uses"]),
                 "stats": all_stats[view["name"]].get(field["name"]),
+                "drift": drift_by_feature.get(f"{view['name']}:{field['name']}", []),
             })
     for model in models:
         model["uses"] = [f"{v}:{f}" for v, f in model["uses"]]
@@ -261,6 +269,7 @@ def build_snapshot(
         "features": features,
         "models": models,
         "lineage": build_lineage(views, services, models),
+        "monitoring": monitoring,
         "errors": errors,
         "build_seconds": round(time.perf_counter() - started, 3),
     })
@@ -274,6 +283,44 @@ def write_snapshot(snapshot: CatalogSnapshot, directory: Path) -> Path:
     staging.write_text(json.dumps(snapshot, indent=1, default=str, allow_nan=False))
     staging.replace(path)
     return path
+
+
+def _finite(value: Any) -> Any:
+    """NaN (e.g. ROC AUC of a day without positives) as null: the snapshot is strict JSON."""
+    if isinstance(value, float):
+        return None if value != value else value
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _with_verdicts(report) -> dict[str, Any]:
+    """The report as a dict, each result with its verdict (the reports' own rule: breached, degraded)."""
+    import dataclasses
+
+    data = dataclasses.asdict(report)
+    for field, verdict in (("features", "breached"), ("models", "degraded"), ("views", "breached")):
+        if field in data:
+            for item, result in zip(data[field], getattr(report, field)):
+                item[verdict] = getattr(result, verdict)
+    return data
+
+
+def _monitoring(state_dir: Path, errors: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The latest monitoring reports (the drift badge and plot on feature pages, the gauges of /metrics);
+    a report beyond repair is an error on the page, not a failed build."""
+    from core.monitoring import DriftReport, RealizedPerformanceReport, SkewReport, latest_reports
+
+    monitoring: dict[str, list[dict[str, Any]]] = {}
+    for kind, cls in (("drift", DriftReport), ("realized_performance", RealizedPerformanceReport), ("skew", SkewReport)):
+        try:
+            monitoring[kind] = [_finite(_with_verdicts(report)) for report in latest_reports(state_dir, cls)]
+        except (OSError, ValueError) as exc:
+            errors.append(f"monitoring {kind}: {type(exc).__name__}: {exc}")
+            monitoring[kind] = []
+    return monitoring
 
 
 def read_snapshot(path: Path) -> CatalogSnapshot:

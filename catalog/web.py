@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from catalog import render
 from catalog.search import matches_all_words, rank_features, service_search_text, view_search_text
@@ -215,6 +215,15 @@ def create_app(state: CatalogState) -> FastAPI:
         if not started:
             return JSONResponse({"refreshing": False, "detail": "this server serves a fixed snapshot file"}, status_code=409)
         return JSONResponse({"refreshing": True}, status_code=202)
+
+    @app.get("/metrics", response_class=Response)
+    def metrics() -> Response:
+        """The monitoring gauges (drift, realized performance, skew) of the latest reports, for Prometheus."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from catalog.metrics import monitoring_metrics
+
+        return Response(monitoring_metrics(snap()), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.lake import partition_dir
 
@@ -56,3 +58,12 @@ def served_dir(offline_dir: Path, feature_service: str) -> Path:
 
 def served_partition(offline_dir: Path, feature_service: str, day) -> Path:
     return partition_dir(served_dir(offline_dir, feature_service), day)
+
+
+def read_served_day(offline_dir: Path, feature_service: str, day) -> pd.DataFrame | None:
+    """The served-feature log of one day (every file of its partition), or None when the day has none."""
+    folder = served_partition(offline_dir, feature_service, day)
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(file) for file in files]).to_pandas()

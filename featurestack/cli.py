@@ -13,12 +13,21 @@ from pathlib import Path
 from core.settings import PROJECT_ROOT, demo_start_date, load_settings
 
 
+def _amount_shift(text: str):
+    from pipelines.generator import AmountShift
+
+    try:
+        return AmountShift.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from pipelines.generator import generate
 
     settings = load_settings()
     start = args.start or settings.start_date or demo_start_date(args.days)
-    summary = generate(settings.landing_dir, start, args.days, args.transactions_per_day, seed=args.seed)
+    summary = generate(settings.landing_dir, start, args.days, args.transactions_per_day, seed=args.seed, amount_shift=args.shift_amount)
     print(f"generated {len(summary.days)} day(s) from {start} into {summary.landing_dir}")
     for table, rows in summary.rows.items():
         print(f"  {table:<13} {rows:>12,} rows")
@@ -330,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--transactions-per-day", type=int, default=20_000)
     generate.add_argument("--seed", type=int, default=7)
     generate.add_argument("--start", type=date.fromisoformat, default=None, help="first day (default FEATURESTACK_START_DATE, else the days end yesterday, UTC)")
+    generate.add_argument("--shift-amount", type=_amount_shift, default=None, metavar="YYYY-MM-DD:FACTOR",
+                          help="plant a drift: multiply that day's amounts by FACTOR (the drift monitor should flag it)")
     generate.set_defaults(handler=_cmd_generate)
 
     run = commands.add_parser("run", help="run the Dagster asset graph in-process for the landed days")

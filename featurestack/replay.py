@@ -41,6 +41,7 @@ from onlinestore.redis_layout import ViewLayout
 from serving.predictor import resolve_model_dir
 from streaming.processor import StreamProcessor, consumer_group
 from streaming.views import streamed_views
+from training.point_in_time import differing, point_in_time_vectors, vector_matrix
 
 TRANSACTION_COLUMNS = ("txn_id", "user_id", "merchant_id", "amount", "event_timestamp")
 
@@ -59,6 +60,7 @@ class ReplayReport:
     training_vector_pr_auc: float
     seconds: float
     examples: list[dict] = field(default_factory=list)
+    served: list[dict] = field(default_factory=list, repr=False)  # per transaction: txn_id, model_version and /predict's answer
 
     @property
     def skew(self) -> float:
@@ -142,16 +144,11 @@ class _Server:
         self.thread.join(timeout=30)
 
 
-def _training_vectors(settings: Settings, redis_url: str, manifest: dict, day_frame: pd.DataFrame) -> pd.DataFrame:
+def _training_vectors(settings: Settings, redis_url: str, manifest: ModelManifest, day_frame: pd.DataFrame) -> pd.DataFrame:
     from core.feast_repo import open_store
 
-    store = open_store(settings, redis_url)
-    entities = day_frame[["txn_id", "user_id", "merchant_id", "amount"]].copy()
-    entities["event_timestamp"] = day_frame["event_timestamp"] - pd.Timedelta(microseconds=1)
-    frame = store.get_historical_features(entity_df=entities, features=store.get_feature_service(manifest.feature_service),
-                                          full_feature_names=True).to_df()
-    refs = list(manifest.feature_refs)
-    return frame.rename(columns={ref.replace(":", "__"): ref for ref in refs}).set_index("txn_id")
+    return point_in_time_vectors(open_store(settings, redis_url), manifest.feature_service, list(manifest.feature_refs),
+                                 day_frame[["txn_id", "user_id", "merchant_id", "amount", "event_timestamp"]], "txn_id")
 
 
 def _labels(settings: Settings, txn_ids: pd.Series) -> np.ndarray:
@@ -219,7 +216,9 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
                 ]}
                 reply = http.post("/predict", params={"include_features": "true"}, json=body)
                 reply.raise_for_status()
-                served += [{"txn_id": t["txn_id"], **p} for t, p in zip(body["transactions"], reply.json()["predictions"])]
+                answer = reply.json()
+                served += [{"txn_id": t["txn_id"], "model_version": answer["model_version"], **p}
+                           for t, p in zip(body["transactions"], answer["predictions"])]
                 if mode == "stream":
                     _wait_until_processed(log)
     finally:
@@ -230,20 +229,18 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
     training = _training_vectors(settings, redis_url, manifest, day_frame)
     refs = list(manifest.feature_refs)
     views = list(dict.fromkeys(ref.split(":")[0] for ref in refs))
-    mismatched, by_view, examples = 0, dict.fromkeys(views, 0), []
-    for row in served:
-        expected = training.loc[row["txn_id"]]
-        differs = [ref for ref in refs if not _same(row["features"][ref], expected[ref])]
-        if differs:
-            mismatched += 1
-            for view in {ref.split(":")[0] for ref in differs}:
-                by_view[view] += 1
-            if len(examples) < 3:
-                examples.append({"txn_id": row["txn_id"], "differs": {ref: [row["features"][ref], _plain(expected[ref])] for ref in differs[:4]}})
+    served_values = np.array([[np.nan if row["features"][ref] is None else row["features"][ref] for ref in refs] for row in served],
+                             dtype=np.float64).reshape(len(served), len(refs))
+    expected = vector_matrix(training.loc[[row["txn_id"] for row in served]], refs)
+    differs = differing(served_values, expected)
+    by_view = {view: int(differs[:, [i for i, ref in enumerate(refs) if ref.startswith(f"{view}:")]].any(axis=1).sum()) for view in views}
+    examples = [{"txn_id": served[row]["txn_id"],
+                 "differs": {refs[i]: [_plain(served_values[row, i]), _plain(expected[row, i])] for i in np.flatnonzero(differs[row])[:4]}}
+                for row in np.flatnonzero(differs.any(axis=1))[:3]]
     labels = _labels(settings, day_frame["txn_id"])
     served_scores = np.array([row["fraud_probability"] for row in served])
     ordered = training.loc[day_frame["txn_id"]]
-    values = ordered[refs].to_numpy(dtype=np.float64, na_value=np.nan)
+    values = vector_matrix(ordered, refs)
     missing = np.column_stack([ordered[[r for r in refs if r.startswith(f"{v}:")]].isna().all(axis=1) for v in views])
     runner = load_runner(Path(model_dir), manifest, "cpu")
     training_scores = runner.probabilities(model_inputs(values, missing, ordered["amount"].to_numpy(np.float64),
@@ -253,21 +250,16 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
     test_window = manifest.training.training_window["test"] if manifest.training else []
     client.close()
     return ReplayReport(
-        day=day, mode=mode, transactions=len(served), mismatched=mismatched, mismatched_by_view=by_view,
+        day=day, mode=mode, transactions=len(served), mismatched=int(differs.any(axis=1).sum()), mismatched_by_view=by_view,
         served_roc_auc=served_auc, training_vector_roc_auc=training_auc,
         holdout_roc_auc=manifest.training.metrics.get("test_roc_auc") if test_window == [str(day), str(day)] else None,
         served_pr_auc=served_pr, training_vector_pr_auc=training_pr,
-        seconds=time.perf_counter() - started, examples=examples,
+        seconds=time.perf_counter() - started, examples=examples, served=served,
     )
 
 
 def _plain(value):
     return None if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA else float(value)
-
-
-def _same(served, expected) -> bool:
-    expected = _plain(expected)
-    return served is None and expected is None or (served is not None and expected is not None and float(served) == expected)
 
 
 def print_report(report: ReplayReport) -> None:

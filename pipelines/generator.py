@@ -9,6 +9,9 @@ Fraud is planted so that it can be learned: it is likelier in bursts of one user
 minutes, at merchants created less than NEW_MERCHANT_AGE before, at a hidden set of risky merchants,
 abroad and online; most fraudulent amounts are several times the user's hidden typical amount.
 Only fraud gets a chargeback, reported 1 to 14 days after the transaction.
+
+A planted drift (`AmountShift`) multiplies every amount of one chosen day, so the features derived from
+amounts drift on that day and the others do not: what the drift monitor must tell apart.
 """
 
 from __future__ import annotations
@@ -114,6 +117,27 @@ _USERS_STREAM, _MERCHANTS_STREAM, _DAY_STREAM = 1, 2, 3
 
 
 @dataclass(frozen=True)
+class AmountShift:
+    """Every transaction amount of `day` multiplied by `factor` (the day's other columns unchanged)."""
+
+    day: date
+    factor: float
+
+    def __post_init__(self) -> None:
+        if not self.factor > 0:
+            raise ValueError(f"amount shift factor must be positive, got {self.factor}")
+
+    @classmethod
+    def parse(cls, text: str) -> AmountShift:
+        """`YYYY-MM-DD:FACTOR`, e.g. 2026-11-04:3"""
+        day, sep, factor = text.partition(":")
+        try:
+            return cls(date.fromisoformat(day), float(factor))
+        except ValueError as exc:
+            raise ValueError(f"amount shift {text!r}: expected YYYY-MM-DD:FACTOR ({exc})") from exc
+
+
+@dataclass(frozen=True)
 class GenerationSummary:
     landing_dir: Path
     days: list[date]
@@ -135,8 +159,10 @@ class _Population:
     merchants_by_country: list[np.ndarray]  # per country index, its merchant indices (creation order)
 
 
-def generate(landing_dir: Path, start_date: date, days: int, transactions_per_day: int, seed: int = 7) -> GenerationSummary:
-    """Write users, merchants and `days` daily partitions of transactions and chargebacks from `start_date`."""
+def generate(landing_dir: Path, start_date: date, days: int, transactions_per_day: int, seed: int = 7,
+             amount_shift: AmountShift | None = None) -> GenerationSummary:
+    """Write users, merchants and `days` daily partitions of transactions and chargebacks from `start_date`
+    (`amount_shift`: a planted drift of one day's amounts)."""
     if days < 1 or transactions_per_day < 1:
         raise ValueError(f"days and transactions_per_day must be positive, got {days} and {transactions_per_day}")
     landing_dir = Path(landing_dir)
@@ -147,7 +173,8 @@ def generate(landing_dir: Path, start_date: date, days: int, transactions_per_da
     run_days = [start_date + timedelta(days=offset) for offset in range(days)]
     transactions = chargebacks = 0
     for day in run_days:
-        day_transactions, day_chargebacks = _write_day(landing_dir, population, day, transactions_per_day, seed)
+        factor = amount_shift.factor if amount_shift is not None and amount_shift.day == day else 1.0
+        day_transactions, day_chargebacks = _write_day(landing_dir, population, day, transactions_per_day, seed, factor)
         transactions += day_transactions
         chargebacks += day_chargebacks
     return GenerationSummary(
@@ -240,7 +267,8 @@ def _write_table(table: pa.Table, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def _write_day(landing_dir: Path, population: _Population, day: date, transactions_per_day: int, seed: int) -> tuple[int, int]:
+def _write_day(landing_dir: Path, population: _Population, day: date, transactions_per_day: int, seed: int,
+               amount_factor: float) -> tuple[int, int]:
     """Write one day's transactions and chargebacks (slice by slice); return their row counts."""
     transactions_path = partition_dir(landing_dir / "transactions", day) / "part-00000.parquet"
     chargebacks_path = partition_dir(landing_dir / "chargebacks", day) / "part-00000.parquet"
@@ -258,7 +286,7 @@ def _write_day(landing_dir: Path, population: _Population, day: date, transactio
             rng = np.random.default_rng([seed, _DAY_STREAM, day.toordinal(), index])
             transactions, chargebacks = _generate_slice(
                 population, rng, slice_bounds_us[index], slice_bounds_us[index + 1], slice_rows[index],
-                txn_id_prefix, first_txn_number=written_transactions,
+                txn_id_prefix, first_txn_number=written_transactions, amount_factor=amount_factor,
             )
             transactions_writer.write_table(transactions)
             chargebacks_writer.write_table(chargebacks)
@@ -271,7 +299,7 @@ def _write_day(landing_dir: Path, population: _Population, day: date, transactio
 
 def _generate_slice(
     population: _Population, rng: np.random.Generator, start_us: int, end_us: int, n_rows: int,
-    txn_id_prefix: str, first_txn_number: int,
+    txn_id_prefix: str, first_txn_number: int, amount_factor: float = 1.0,
 ) -> tuple[pa.Table, pa.Table]:
     """`n_rows` transactions in [start_us, end_us), sorted by time, and the chargebacks of the fraudulent ones."""
     n_users = len(population.user_signup_us)
@@ -327,7 +355,7 @@ def _generate_slice(
     amount = population.user_typical_amount[user] * rng.lognormal(0.0, AMOUNT_NOISE_SIGMA, n_rows)
     inflated = is_fraud & (rng.random(n_rows) < FRAUD_INFLATED_SHARE)
     amount = np.where(inflated, amount * rng.lognormal(*FRAUD_AMOUNT_MULTIPLIER, n_rows), amount)
-    amount = np.round(np.clip(amount, *AMOUNT_RANGE), 2)
+    amount = np.round(np.clip(amount * amount_factor, *AMOUNT_RANGE), 2)
     chargeback_delay_us = rng.integers(
         CHARGEBACK_DELAY_DAYS[0] * MICROS_PER_DAY, CHARGEBACK_DELAY_DAYS[1] * MICROS_PER_DAY + 1, n_rows)
 

@@ -15,7 +15,8 @@ from core.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.unit
 
-PACKAGES = ("core", "onlinestore", "pipelines", "validations", "training", "serving", "catalog", "assets", "featurestack")
+PACKAGES = ("core", "onlinestore", "eventlog", "pipelines", "validations", "training", "serving", "catalog", "streaming", "monitoring",
+            "assets", "featurestack")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 

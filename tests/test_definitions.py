@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import dagster as dg
 import pytest
@@ -33,6 +34,8 @@ def test_asset_graph_snapshot(definitions):
         "catalog",
         "feast_registry",
         "features/merchant_risk", "features/user_velocity",
+        "monitoring/fraud_detection_v1/feature_drift", "monitoring/fraud_detection_v1/realized_performance",
+        "monitoring/fraud_detection_v1/skew",
         "online/merchant_risk", "online/user_velocity",
         "raw/chargebacks", "raw/merchants", "raw/transactions", "raw/users",
         "stream/user_velocity",
@@ -43,8 +46,9 @@ def test_asset_graph_snapshot(definitions):
     assert parents["features/merchant_risk"] == ["raw/chargebacks", "raw/merchants", "raw/transactions"]
     assert parents["online/user_velocity"] == ["feast_registry", "features/user_velocity"]
     partitioned = sorted(name for name, node in specs.items() if node.partitions_def is not None)
-    assert partitioned == ["features/merchant_risk", "features/user_velocity", "online/merchant_risk",
-                           "online/user_velocity", "raw/chargebacks", "raw/transactions"]
+    assert partitioned == ["features/merchant_risk", "features/user_velocity", "monitoring/fraud_detection_v1/feature_drift",
+                           "monitoring/fraud_detection_v1/realized_performance", "monitoring/fraud_detection_v1/skew",
+                           "online/merchant_risk", "online/user_velocity", "raw/chargebacks", "raw/transactions"]
     assert specs["features/user_velocity"].owners == ["risk-data@featurestack.dev"]
     assert specs["features/user_velocity"].tags["feast/stream_source"] == "transactions"
     assert specs["stream/user_velocity"].group_name == "stream"
@@ -67,6 +71,24 @@ def test_jobs_and_nightly_schedule(definitions):
     assert {job.name for job in definitions.resolve_all_job_defs()} >= {SETUP_JOB, DAILY_JOB, CATALOG_JOB}
     schedule = definitions.resolve_schedule_def(f"{DAILY_JOB}_schedule")
     assert schedule.cron_schedule == "0 1 * * *"
+
+
+def test_monitoring_jobs_schedules_and_checks(definitions):
+    graph = definitions.resolve_asset_graph()
+    checks = {key.to_user_string(): graph.get_check_spec(key) for key in graph.asset_check_keys if key.asset_key.path[0] == "monitoring"}
+    assert sorted(checks) == ["monitoring/fraud_detection_v1/feature_drift:feature_drift",
+                              "monitoring/fraud_detection_v1/realized_performance:realized_performance",
+                              "monitoring/fraud_detection_v1/skew:training_serving_skew"]
+    assert not any(spec.blocking for spec in checks.values())
+    served_day = definitions.resolve_job_def("monitor_served_day")
+    assert {key.to_user_string() for key in served_day.asset_layer.executable_asset_keys} == {
+        "monitoring/fraud_detection_v1/feature_drift", "monitoring/fraud_detection_v1/skew"}
+    assert definitions.resolve_schedule_def("monitor_served_day_schedule").cron_schedule == "0 2 * * *"
+    realized = definitions.resolve_schedule_def("realized_performance_nightly")
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 12, 20, 3, tzinfo=timezone.utc),
+                                        repository_def=definitions.get_repository_def())
+    # The day that ended 15 days before: its last transaction is 14 days old, its labels matured.
+    assert realized.evaluate_tick(context).run_requests[0].partition_key == "2026-12-05"
 
 
 def test_a_new_feature_view_yields_its_assets_without_touching_assets():

@@ -23,6 +23,7 @@ from core.feast_repo import open_store
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry, ModelVersion
 from core.settings import Settings
 from onlinestore.redis_layout import layout_from_feature_view
+from training.baseline import save_drift_baseline
 from training.labels import ENTITY_COLUMNS, LabelWindow, labelled_transactions
 from training.model import (
     REQUEST_FEATURES, WEIGHTS_FILE, FraudMLP, average_precision, calibration_error, model_inputs, pick_device, roc_auc,
@@ -270,6 +271,7 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
         ),
     )
     manifest.write(model_dir)
+    save_drift_baseline(model_dir, version, feature_service, test, refs, settings.offline_dir, days[-holdout_days:])
 
     with registry.fluent():
         run_id, experiment_id, model_uri = _log_run(store, registry, settings, service, manifest, model, model_dir, frame, champion,

@@ -1,0 +1,1 @@
+"""Model monitoring computations (no Dagster): drift, realized performance, training/serving skew."""
