@@ -4,10 +4,12 @@ test_serving_overload; the `serving_settings` fixture in conftest.py uses them).
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import httpx
 import pyarrow as pa
@@ -46,17 +48,18 @@ def publish_online_data(url: str, project: str) -> None:
     client.close()
 
 
-def write_model(model_dir, project: str) -> dict:
-    """An artifact in the layout `featurestack train` writes: model.pt + manifest.json."""
+def write_model(model_dir, project: str, version: str = "test-v1", seed: int = 0) -> dict:
+    """An artifact in the layout `featurestack train` writes: model.pt + weights.npz + manifest.json
+    (another `seed`, other weights)."""
     model_dir.mkdir(parents=True)
     n_inputs = len(REFS) + 2 + 2  # store features, a missing flag per view, two request-time features
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = FraudMLP(n_inputs)
     model.fit_scaler(torch.rand(64, n_inputs) * 100)  # a non-trivial scaler, like a trained one
     torch.save(model.state_dict(), model_dir / "model.pt")
     save_numpy_weights(model, model_dir / "weights.npz")
     manifest = ModelManifest(
-        model="fraud_mlp", version="test-v1", project=project, feature_service="fraud_detection_v1", feature_refs=tuple(REFS),
+        model="fraud_mlp", version=version, project=project, feature_service="fraud_detection_v1", feature_refs=tuple(REFS),
         user_mean_feature="user_velocity:amount_mean_7d", request_features=("amount_log", "amount_to_user_mean_7d"), n_inputs=n_inputs,
         feature_views={layout.name: ViewPin(fingerprint="hand-made", join_keys=layout.join_keys, features=layout.features,
                                             ttl_seconds=TTL_SECONDS[layout.name])
@@ -65,6 +68,31 @@ def write_model(model_dir, project: str) -> dict:
     manifest.write(model_dir)
     return manifest
 
+
+
+def register_version(tracking_uri: str, artifact_root: Path, model_dir: Path, name: str = "fraud_mlp") -> str:
+    """Log an artifact folder as an MLflow model (the torch module, the folder as its extra files) in a
+    run of the experiment `serving-tests` (artifacts under `artifact_root`, never ./mlruns) and register
+    it: the new version's number. As `featurestack train` registers its models."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    import mlflow.pytorch
+
+    manifest = ModelManifest.read(model_dir)
+    module = FraudMLP(manifest.n_inputs)
+    module.load_state_dict(torch.load(model_dir / manifest.model_file))
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("serving-tests")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("serving-tests", artifact_root.as_uri())
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with mlflow.start_run(experiment_id=experiment_id):
+            logged = mlflow.pytorch.log_model(module, name="model", serialization_format="pickle", pip_requirements=["torch"],
+                                              extra_files=[str(path) for path in sorted(model_dir.iterdir())])
+        return str(mlflow.register_model(logged.model_uri, name).version)
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 @contextlib.contextmanager
