@@ -38,9 +38,16 @@ ENTITY_FIELDS = {"int64": EntityId, "int32": EntityInt32, "string": EntityText}
 TxnId = Annotated[str, Field(min_length=1, max_length=128, description=(
     "The transaction's id: with event publishing on, the transaction is appended to the event log under it after "
     "scoring (a retried request is applied once). Default: a new id."))]
+def _iso_text(value: Any) -> Any:
+    """The schema says an ISO 8601 string: a number (which pydantic would read as epoch seconds) is wrong."""
+    if not isinstance(value, str):
+        raise ValueError("event_timestamp must be an ISO 8601 date-time string with a time zone")
+    return value
+
+
 EventTimestamp = Annotated[AwareDatetime, Field(description=(
     "When the transaction happened (with a time zone): features are read as of just before it, values older than "
-    "their view's TTL count as missing, as in training. Default: now."))]
+    "their view's TTL count as missing, as in training. Default: now.")), BeforeValidator(_iso_text)]
 
 
 @dataclass(frozen=True)
