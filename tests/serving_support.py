@@ -96,9 +96,9 @@ def register_version(tracking_uri: str, artifact_root: Path, model_dir: Path, na
 
 
 @contextlib.contextmanager
-def running_server(environment: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+def running_server(environment: dict[str, str], ready_within_s: float = 60) -> Iterator[tuple[str, subprocess.Popen]]:
     """`featurestack serve` in its own process (uvicorn) on a free port: (base URL, process) once
-    /readyz answers 200; stopped afterwards."""
+    /readyz answers 200 (within `ready_within_s`: a registry adds mlflow's import); stopped afterwards."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "featurestack.cli", "serve", "--port", str(port)], cwd=PROJECT_ROOT,
                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -112,7 +112,7 @@ def running_server(environment: dict[str, str]) -> Iterator[tuple[str, subproces
             return False
 
     try:
-        wait_until(ready, seconds=60)
+        wait_until(ready, seconds=ready_within_s)
         yield base, server
     finally:
         server.terminate()

@@ -146,7 +146,7 @@ def test_tritonclient_infers_the_same_scores_as_predict(serving_settings, regist
     rows = [{"user_id": u, "merchant_id": 1 + u % 30, "amount": 3.5 * u, "event_timestamp": (now - timedelta(seconds=u)).isoformat()}
             for u in range(1, 41)]
     rows.append({"user_id": 987_654_321, "merchant_id": 2, "amount": 1.25, "event_timestamp": now.isoformat()})  # no features
-    with running_server(_registry_environment(serving_settings, uri)) as (base, _server):
+    with running_server(_registry_environment(serving_settings, uri), ready_within_s=240) as (base, _server):
         expected = httpx.post(f"{base}/predict", json={"transactions": rows}).json()["predictions"]
         client = triton.InferenceServerClient(url=base.removeprefix("http://"))
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("fraud_mlp")
@@ -193,7 +193,7 @@ def test_an_alias_change_under_load_swaps_the_model_with_no_failed_request(servi
                                                tally_versions=True)))
 
     try:
-        with running_server(environment) as (base, _server):
+        with running_server(environment, ready_within_s=240) as (base, _server):
             generator = threading.Thread(target=load, args=(base,))
             generator.start()
             try:
@@ -207,6 +207,8 @@ def test_an_alias_change_under_load_swaps_the_model_with_no_failed_request(servi
     finally:
         models.set_alias("fraud_mlp", CHAMPION, "1")
     answered = sum((Counter(r["model_versions"]) for r in rounds), Counter())
+    print(f"\nhot swap under load: {len(rounds)} rounds, {sum(r['requests'] for r in rounds)} requests, "
+          f"{sum(r['failures'] for r in rounds)} failed; rows answered per version {dict(answered)}")
     assert sum(r["failures"] for r in rounds) == 0, rounds
     assert answered["1"] > 0 and answered["2"] > 0 and set(answered) == {"1", "2"}
     assert sum(answered.values()) == 4 * sum(r["requests"] for r in rounds)  # every row answered, by one or the other
