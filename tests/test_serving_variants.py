@@ -50,6 +50,18 @@ def registry_settings(serving_settings, registry, **serving):
         serving_settings.serving, model_dir="", reload_interval_s=0, max_request_rows=1000, max_pending_rows=50_000, **serving))
 
 
+def test_the_default_model_uri_names_the_feature_services_model(tmp_path):
+    from core.feast_repo import load_repo_contents
+    from core.model_registry import parse_model_uri
+    from core.settings import ServingSettings, load_settings
+    from support import platform_environment
+
+    with platform_environment(tmp_path, "fs_model_uri", ""):
+        services = {service.name: service for service in load_repo_contents(load_settings()).feature_services}
+    serving = ServingSettings()
+    assert parse_model_uri(serving.model_uri) == (services[serving.feature_service].tags["model"], CHAMPION)
+
+
 def test_route_points_are_fixed_and_spread_evenly():
     users = np.arange(1, 100_001, dtype=np.int64)
     points = route_points(users)
