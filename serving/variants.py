@@ -167,6 +167,7 @@ class ServedModel:
     predictor: Predictor
     batcher: MicroBatcher | None = None
     in_flight: int = 0
+    drained: bool = False  # swapped out, everything it was given scored, its batcher stopped
     _idle: asyncio.Event | None = None
 
     @property
@@ -203,6 +204,7 @@ class ServedModel:
         """Once no request holds it any more (everything it was given is scored), stop its batcher."""
         await self._idle.wait()
         await self.batcher.stop()
+        self.drained = True
 
 
 @dataclass(frozen=True)
@@ -490,7 +492,8 @@ class ModelRouter:
             self.metrics.show(new, current)
             for variant in VARIANTS:
                 if new.get(variant) is not None and new.get(variant) is not current.get(variant):
-                    self.metrics.swaps.labels(variant).inc()
+                    if self._follower is not None:  # not the start-up's first load
+                        self.metrics.swaps.labels(variant).inc()
                     log.warning("serving %s as the %s", new.get(variant).ref.uri, variant)
             retired = [model for model in current.models if all(model is not kept for kept in new.models)]
             for model in retired:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
+import threading
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pyarrow as pa
@@ -93,6 +96,47 @@ def register_version(tracking_uri: str, artifact_root: Path, model_dir: Path, na
         return str(mlflow.register_model(logged.model_uri, name).version)
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+class HeldReplies:
+    """A TCP proxy in front of Redis that holds back every reply while `flowing` is clear: a request
+    stays in flight exactly as long as a test wants (CLIENT PAUSE would hold the test's own commands too)."""
+
+    def __init__(self, upstream_url: str):
+        parsed = urlparse(upstream_url)
+        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 6379)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = upstream_url.replace(parsed.netloc, f"127.0.0.1:{self.listener.getsockname()[1]}", 1)
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, held: bool) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                if held:
+                    self.flowing.wait()
+                target.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
 
 
 @contextlib.contextmanager

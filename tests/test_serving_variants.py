@@ -17,14 +17,16 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Histogram
 from tritonclient.utils import InferenceServerException
 
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 from eventlog.events import epoch_micros
+from onlinestore.online_reader import online_store_client
 from serving.app import create_app
 from serving.loadtest import run_load
-from serving.variants import ScoredRows, route_points
-from serving_support import register_version, running_server, write_model
+from serving.variants import ModelRouter, ScoredRows, ScoringRequest, VariantMetrics, model_source, route_points
+from serving_support import HeldReplies, register_version, running_server, write_model
 from support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -191,6 +193,48 @@ def test_tritonclient_infers_the_same_scores_as_predict(serving_settings, regist
         with pytest.raises(InferenceServerException, match="unknown model"):
             client.get_model_metadata("not_ours")
         client.close()
+
+
+def test_a_swap_lets_the_rows_in_flight_finish_on_the_old_model_then_stops_it(serving_settings, registry, tmp_path):
+    """A request waits on Redis (its replies held back) while the alias moves and the new version is
+    swapped in: it is answered by the old version, which is stopped only afterwards."""
+    _uri, models = registry
+    proxy = HeldReplies(serving_settings.redis_url)
+    settings = registry_settings(serving_settings, registry)
+    request = ScoringRequest(request_id="r1", entities={"user_id": np.array([1, 2]), "merchant_id": np.array([1, 2])},
+                             amounts=np.array([5.0, 6.0]), event_micros=np.array([epoch_micros(datetime.now(timezone.utc))] * 2),
+                             txn_ids=[None, None])
+
+    async def scenario():
+        router = ModelRouter(model_source(settings), settings.serving, online_store_client(proxy.url, 60.0), settings.feast_project,
+                             VariantMetrics(CollectorRegistry(), Histogram("rows", "rows", registry=None)))
+        await router.start()
+        old = router.deployment.champion
+        proxy.flowing.clear()
+        try:
+            waiting = asyncio.create_task(router.score(request))
+            while old.batcher.pending_rows == 0:  # the batch is with the model worker, waiting for Redis
+                await asyncio.sleep(0.01)
+            models.set_alias("fraud_mlp", CHAMPION, "2")
+            assert await router.update()
+            swapped = (router.deployment.champion.version, old.in_flight, waiting.done(), old.drained)
+        finally:
+            proxy.flowing.set()
+        answer = await waiting
+        while not old.drained:
+            await asyncio.sleep(0.01)
+        after = await router.score(request)
+        await router.stop()
+        return swapped, answer, after
+
+    try:
+        swapped, answer, after = asyncio.run(scenario())
+    finally:
+        models.set_alias("fraud_mlp", CHAMPION, "1")
+        proxy.close()
+    assert swapped == ("2", 1, False, False)  # swapped while the old model still held the request
+    assert [(part.variant, part.model.version) for part in answer.parts] == [("champion", "1")]
+    assert [(part.variant, part.model.version) for part in after.parts] == [("champion", "2")]
 
 
 def test_an_alias_change_under_load_swaps_the_model_with_no_failed_request(serving_settings, registry):
