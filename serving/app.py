@@ -34,7 +34,7 @@ from core.redis_server import ensure_redis
 from core.settings import Settings, load_settings
 from eventlog.events import encode_record, epoch_micros
 from eventlog.logs import open_event_log
-from serving.batching import MicroBatcher, Overloaded
+from serving.batching import Overloaded
 from onlinestore.online_reader import online_store_client
 from serving.open_inference import V2_PREFIX, add_open_inference_routes, endpoint_label, is_infer_path
 from serving.readiness import FeatureProbe
