@@ -123,8 +123,8 @@ def test_metrics_expose_latency_batches_errors_and_device(client):
     text = client.get("/metrics").text
     for name in ("featurestack_request_seconds_bucket", "featurestack_model_batch_rows_count",
                  "featurestack_request_rows_count", "featurestack_redis_errors_total",
-                 'featurestack_model_device_info{variant="champion",model_version="test-v1",device="cpu",runtime="numpy"} 1.0',
-                 'featurestack_variant_requests_total{variant="champion",model_version="test-v1"}'):
+                 'featurestack_model_device_info{device="cpu",model_version="test-v1",runtime="numpy",variant="champion"} 1.0',
+                 'featurestack_variant_requests_total{model_version="test-v1",variant="champion"}'):
         assert name in text
 
 
