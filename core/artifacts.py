@@ -79,6 +79,18 @@ class ModelManifest:
             grouped.setdefault(view, []).append(feature)
         return grouped
 
+    @property
+    def entity_keys(self) -> tuple[tuple[str, str], ...]:
+        """(join key, value type) of every view, each once, in view order: the entity columns a request
+        carries (user_id, merchant_id for fraud_detection_v1)."""
+        keys: dict[str, str] = {}
+        for pin in self.feature_views.values():
+            for name, value_type in pin.join_keys:
+                if keys.setdefault(name, value_type) != value_type:
+                    raise ValueError(f"model manifest {self.feature_service}/{self.version}: join key {name!r} is "
+                                     f"{keys[name]} in one view and {value_type} in another")
+        return tuple(keys.items())
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
