@@ -24,7 +24,8 @@ import dagster as dg
 
 from assets.checks import _markdown_table, reference_time
 from assets.resources import PlatformResource
-from core.artifacts import ModelManifest, latest_promoted
+from core.artifacts import ModelManifest
+from core.model_registry import CHAMPION, ModelRegistry
 from core.monitoring import DriftBaseline, write_report
 from core.served_log import read_served_day
 
@@ -51,10 +52,17 @@ def realized_key(service: str) -> dg.AssetKey:
     return dg.AssetKey(["monitoring", service, "realized_performance"])
 
 
-def _promoted(platform: PlatformResource, service: str) -> tuple[ModelManifest, Path]:
-    model_dir = latest_promoted(platform.settings.models_dir, service)
-    if model_dir is None:
-        raise FileNotFoundError(f"no promoted model of feature service {service} under {platform.settings.models_dir}: train one first")
+def _champion(platform: PlatformResource, service: "FeatureService") -> tuple[ModelManifest, Path]:
+    """The champion's manifest and folder (its drift baseline sits beside the manifest)."""
+    from training.train import model_name
+
+    settings = platform.settings
+    registry = ModelRegistry(settings.tracking_uri, settings.model_cache_dir)
+    champion = registry.by_alias(model_name(service), CHAMPION)
+    if champion is None:
+        raise FileNotFoundError(f"no champion of models:/{model_name(service)} (feature service {service.name}) in "
+                                f"{settings.tracking_uri}: train and promote one first")
+    model_dir = registry.fetch(champion).model_dir
     return ModelManifest.read(model_dir), model_dir
 
 
@@ -84,7 +92,7 @@ def _service_assets(service: "FeatureService", view_tags: dict[str, dict[str, st
         from monitoring.drift import drift_of_day
 
         day = date.fromisoformat(context.partition_key)
-        manifest, model_dir = _promoted(platform, name)
+        manifest, model_dir = _champion(platform, service)
         report = drift_of_day(DriftBaseline.read(model_dir), view_tags, day, _served(platform, name, day, required=False),
                               platform.settings.offline_dir)
         write_report(platform.settings.state_dir, report)
@@ -117,7 +125,7 @@ def _service_assets(service: "FeatureService", view_tags: dict[str, dict[str, st
         from monitoring.skew import skew_of_day
 
         day = date.fromisoformat(context.partition_key)
-        manifest, _ = _promoted(platform, name)
+        manifest, _ = _champion(platform, service)
         report = skew_of_day(platform.feature_store(), manifest, view_tags, day.isoformat(), _served(platform, name, day, required=True))
         write_report(platform.settings.state_dir, report)
         breaches = [v for v in report.views if v.breached]

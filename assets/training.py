@@ -61,7 +61,7 @@ def promote_challenger(settings: Settings, name: str, note: str) -> str:
     """The challenger becomes champion if its recorded gate passed (else a ValueError with the reasons)."""
     registry = ModelRegistry(settings.tracking_uri, settings.model_cache_dir)
     version = challenger_version(registry, name)
-    promote_version(settings, registry, name, version, note)
+    promote_version(registry, name, version, note)
     return version
 
 

@@ -2,9 +2,9 @@
 
 A model artifact is a folder `<models_dir>/<feature_service>/<version>/` holding the model files and
 `manifest.json` (a ModelManifest); training registers it in the model registry (core.model_registry),
-whose `champion` alias names the served version; `<models_dir>/<feature_service>/LATEST` mirrors the
-champion's folder for a server that reads folders (FEATURESTACK_MODEL_DIR pins one instead). Training writes both; serving and the catalog read them through this module only,
-so a renamed field fails at the writer's test instead of silently emptying a reader.
+whose `champion` alias names the served version (FEATURESTACK_MODEL_DIR pins one folder instead).
+Training writes the manifest; serving, monitoring and the catalog read it through this module only, so
+a renamed field fails at the writer's test instead of silently emptying a reader.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_FILE = "manifest.json"
-LATEST_FILE = "LATEST"
 MANIFEST_FORMAT = 1
 
 
@@ -77,6 +76,18 @@ class ModelManifest:
             grouped.setdefault(view, []).append(feature)
         return grouped
 
+    @property
+    def entity_keys(self) -> tuple[tuple[str, str], ...]:
+        """(join key, value type) of every view, each once, in view order: the entity columns a request
+        carries (user_id, merchant_id for fraud_detection_v1)."""
+        keys: dict[str, str] = {}
+        for pin in self.feature_views.values():
+            for name, value_type in pin.join_keys:
+                if keys.setdefault(name, value_type) != value_type:
+                    raise ValueError(f"model manifest {self.feature_service}/{self.version}: join key {name!r} is "
+                                     f"{keys[name]} in one view and {value_type} in another")
+        return tuple(keys.items())
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -130,18 +141,3 @@ class ModelManifest:
 def artifact_dir(models_dir: Path, feature_service: str, version: str) -> Path:
     return models_dir / feature_service / version
 
-
-def promote(models_dir: Path, manifest: ModelManifest) -> None:
-    """Make this version the one serving loads for its feature service."""
-    latest = models_dir / manifest.feature_service / LATEST_FILE
-    staging = latest.with_suffix(".tmp")
-    staging.write_text(manifest.version)
-    staging.replace(latest)
-
-
-def latest_promoted(models_dir: Path, feature_service: str) -> Path | None:
-    """The folder of the promoted model of `feature_service`, or None when none was promoted."""
-    latest = models_dir / feature_service / LATEST_FILE
-    if not latest.is_file():
-        return None
-    return artifact_dir(models_dir, feature_service, latest.read_text().strip())

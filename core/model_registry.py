@@ -140,16 +140,18 @@ class ModelRegistry:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{version.name}-{version.version}-", dir=self.cache_dir))
             try:
-                with self.fluent():  # models:/ URIs resolve through the process-wide registry URI
-                    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}",
-                                                        dst_path=str(staging), tracking_uri=self.tracking_uri)
-                if not (staging / ARTIFACT_SUBDIR / "manifest.json").is_file():
+                # The version's storage location from our client: mlflow resolves a models:/ URI in the
+                # process-wide default registry whatever registry_uri says (./mlflow.db when none is set).
+                location = self.client.get_model_version_download_uri(version.name, version.version)
+                downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(staging),
+                                                                      tracking_uri=self.tracking_uri))
+                if not (downloaded / ARTIFACT_SUBDIR / "manifest.json").is_file():
                     raise ValueError(f"models:/{version.name}/{version.version} carries no featurestack serving artifact "
                                      f"({ARTIFACT_SUBDIR}/manifest.json): register it with `featurestack train`")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if target.exists():  # a half-written folder from an interrupted fetch
                     shutil.rmtree(target)
-                (staging / ARTIFACT_SUBDIR).replace(target)
+                (downloaded / ARTIFACT_SUBDIR).replace(target)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return ResolvedModel(version=version, model_dir=target)

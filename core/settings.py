@@ -12,6 +12,8 @@ from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 
+from core.model_registry import parse_model_uri
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO_DIR = PROJECT_ROOT / "feature_repo"
 # Where a fresh clone keeps its state and lake (FEATURESTACK_STATE_DIR / _DATA_DIR unset).
@@ -22,6 +24,9 @@ OFFLINE_PROFILES = ("local", "spark")
 # HSET) or hset (HSET only: for a Redis-compatible server whose RESTORE payloads differ, or to compare).
 REDIS_WRITE_MODES = ("auto", "hset")
 REDIS_TYPES = ("redis", "redis_cluster")  # redis_cluster: REDIS_URL names one node, the others are discovered
+# How serving splits traffic between the champion and the challenger: none (champion only), canary (a
+# share of the entities to the challenger) or shadow (both score every row, the champion answers).
+ROUTING_MODES = ("none", "canary", "shadow")
 
 
 def offline_store_dir(data_dir: Path) -> Path:
@@ -47,7 +52,17 @@ def _parse_spark_conf(raw: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ServingSettings:
-    model_dir: str = ""  # empty: the latest model trained on `feature_service`
+    model_dir: str = ""  # a fixed model folder (no registry, no reload: benchmarks); empty: `model_uri`
+    # The registered model and alias serving follows (the fraud_detection_v1 service's `model` tag).
+    model_uri: str = "models:/fraud_mlp@champion"
+    routing: str = "none"  # one of ROUTING_MODES
+    challenger_alias: str = "challenger"  # loaded beside the champion when routing is canary or shadow
+    canary_share: float = 0.1  # share of the entities routed to the challenger under canary routing
+    # The request entity whose hash routes a row (canary); empty: the first join key of the champion's
+    # first feature view (user_id for fraud_detection_v1: a user always meets the same model).
+    routing_key: str = ""
+    reload_interval_s: float = 10.0  # how often the registry is asked where the aliases point; 0: never
+    model_cache_dir: str = ""  # registered versions fetched for serving; empty: $STATE/mlflow/model-cache
     feature_service: str = "fraud_detection_v1"
     max_batch_rows: int = 512  # rows per model call: concurrent requests are merged up to this
     max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
@@ -83,6 +98,17 @@ class ServingSettings:
             raise ValueError(f"FEATURESTACK_SERVED_LOG_FLUSH_INTERVAL_S must be positive, got {self.served_log_flush_interval_s}")
         if not self.gpu_hourly_price_usd >= 0:
             raise ValueError(f"FEATURESTACK_GPU_HOURLY_PRICE_USD must be a price of 0 or more, got {self.gpu_hourly_price_usd}")
+        if self.routing not in ROUTING_MODES:
+            raise ValueError(f"FEATURESTACK_SERVING_ROUTING must be one of {ROUTING_MODES}, got {self.routing!r}")
+        if self.routing != "none" and self.model_dir:
+            raise ValueError(f"FEATURESTACK_SERVING_ROUTING={self.routing} needs the model registry: FEATURESTACK_MODEL_DIR "
+                             "serves one fixed model")
+        if not 0.0 <= self.canary_share <= 1.0:
+            raise ValueError(f"FEATURESTACK_SERVING_CANARY_SHARE must be within [0, 1], got {self.canary_share}")
+        if self.reload_interval_s < 0:
+            raise ValueError(f"FEATURESTACK_SERVING_RELOAD_INTERVAL_S must be >= 0, got {self.reload_interval_s}")
+        if not self.model_dir:
+            parse_model_uri(self.model_uri)  # a clear error now rather than at the first registry call
 
 
 @dataclass(frozen=True)
@@ -169,6 +195,8 @@ class Settings:
     @property
     def model_cache_dir(self) -> Path:
         """Registered versions fetched for serving (core.model_registry.ModelRegistry.fetch)."""
+        if self.serving.model_cache_dir:
+            return Path(self.serving.model_cache_dir)
         return self.state_dir / "mlflow" / "model-cache"
 
     @property
@@ -239,6 +267,13 @@ def load_settings() -> Settings:
         mlflow_ui_url=_env("MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/"),
         serving=ServingSettings(
             model_dir=_env("FEATURESTACK_MODEL_DIR", ""),
+            model_uri=_env("FEATURESTACK_SERVING_MODEL_URI", "models:/fraud_mlp@champion"),
+            routing=_env("FEATURESTACK_SERVING_ROUTING", "none"),
+            challenger_alias=_env("FEATURESTACK_SERVING_CHALLENGER_ALIAS", "challenger"),
+            canary_share=float(_env("FEATURESTACK_SERVING_CANARY_SHARE", "0.1")),
+            routing_key=_env("FEATURESTACK_SERVING_ROUTING_KEY", ""),
+            reload_interval_s=float(_env("FEATURESTACK_SERVING_RELOAD_INTERVAL_S", "10")),
+            model_cache_dir=_env("FEATURESTACK_MODEL_CACHE_DIR", ""),
             feature_service=_env("FEATURESTACK_SERVING_FEATURE_SERVICE", "fraud_detection_v1"),
             max_batch_rows=int(_env("FEATURESTACK_SERVING_MAX_BATCH_ROWS", "512")),
             max_wait_ms=float(_env("FEATURESTACK_SERVING_MAX_WAIT_MS", "2")),

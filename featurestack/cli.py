@@ -140,7 +140,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from core.shutdown import serve_http
     from serving.app import create_app
 
-    print(f"featurestack serving on http://{args.host}:{args.port} (/predict, /features, /readyz, /metrics)", file=sys.stderr)
+    print(f"featurestack serving on http://{args.host}:{args.port} (/predict, /features, /v2 (KServe), /readyz, /metrics)", file=sys.stderr)
     serve_http(create_app(load_settings()), host=args.host, port=args.port)
     return 0
 

@@ -38,12 +38,12 @@ def promote(settings: Settings, name: str, version: str | None) -> None:
 
     registry = _registry(settings)
     version = version or challenger_version(registry, name)
-    promote_version(settings, registry, name, version, note="promoted by `featurestack models promote`")
+    promote_version(registry, name, version, note="promoted by `featurestack models promote`")
     print(f"{name} version {version} is the champion (models:/{name}@{CHAMPION})")
 
 
 def rollback(settings: Settings, name: str) -> None:
     from training.promotion import rollback as roll_back
 
-    current, previous = roll_back(settings, _registry(settings), name)
+    current, previous = roll_back(_registry(settings), name)
     print(f"{name}: champion moved back from version {current} to version {previous}")

@@ -38,7 +38,7 @@ from eventlog.redis_streams import RedisEventLog
 from onlinestore.online_reader import online_store_client
 from onlinestore.online_writer import publish_latest, read_offline_latest
 from onlinestore.redis_layout import ViewLayout
-from serving.predictor import resolve_model_dir
+from serving.variants import champion_model_dir
 from streaming.processor import StreamProcessor, consumer_group
 from streaming.views import streamed_views
 from training.point_in_time import differing, point_in_time_vectors, vector_matrix
@@ -174,7 +174,7 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
     if mode not in ("stream", "daily"):
         raise ValueError(f"mode must be stream or daily, got {mode!r}")
     started = time.perf_counter()
-    model_dir = resolve_model_dir(settings)
+    model_dir = champion_model_dir(settings)
     manifest = ModelManifest.read(Path(model_dir))
     days = partition_dates(settings.raw_dir / "transactions")
     day = day or days[-1]

@@ -70,6 +70,7 @@ class ServedFeatureLog:
         self.directory = served_dir(offline_dir, feature_service)
         self.schema = served_schema(join_keys, feature_refs, request_features)
         self._join_keys = tuple(join_keys)
+        self.feature_refs, self.request_features = tuple(feature_refs), tuple(request_features)  # the table's columns
         self._feature_columns = [feature_column(ref) for ref in feature_refs]
         self._request_columns = [f"{REQUEST_PREFIX}{name}" for name in request_features]
         self._buffer_rows, self._flush_rows, self._flush_interval_s = buffer_rows, flush_rows, flush_interval_s

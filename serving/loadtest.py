@@ -4,6 +4,7 @@
     python -m serving.loadtest --url http://127.0.0.1:8000 --requests 2000 --concurrency 16 --batch 1
     python -m serving.loadtest --batch 1000 --requests 100 --concurrency 2
     python -m serving.loadtest --rate 200 --requests 2000       # fixed request rate (open loop)
+    python -m serving.loadtest --tally-versions                 # also count the model versions that answered
 
 Without --batch it runs single transactions (concurrency 16) and batches of 1000 (concurrency 2).
 With --rate the load is open loop: request i is sent at start + i/rate whatever earlier responses did, and
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import httpx
 import numpy as np
@@ -34,18 +36,20 @@ def _body(rng: np.random.Generator, batch: int, users: int, merchants: int) -> d
 
 async def run_load(url: str, requests: int, concurrency: int, batch: int, rate: float | None, users: int, merchants: int,
                    *, path: str = "/predict", bodies: list | None = None, headers: dict | None = None,
-                   keep_latencies: bool = False) -> dict:
+                   keep_latencies: bool = False, tally_versions: bool = False) -> dict:
     """`requests` POSTs to `path`, at most `concurrency` in flight; the bodies cycle through `bodies`
     (default: random transactions, `batch` per request), JSON-encoded once before the clock starts.
 
     rate None: closed loop, latency from each send. rate: open loop at that many requests per second,
-    latency from each request's scheduled send time."""
+    latency from each request's scheduled send time. `tally_versions`: count the predictions per model
+    version that scored them (`model_versions`; e.g. across an alias change)."""
     if bodies is None:
         rng = np.random.default_rng(0)
         bodies = [_body(rng, batch, users, merchants) for _ in range(min(requests, 200))]
     payloads = [json.dumps(body).encode() for body in bodies]
     latencies: list[float] = []
     failures = 0
+    versions: Counter = Counter()
     limit = asyncio.Semaphore(concurrency)
     headers = {"content-type": "application/json", **(headers or {})}
     async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers,
@@ -57,6 +61,8 @@ async def run_load(url: str, requests: int, concurrency: int, batch: int, rate: 
                 try:
                     response = await client.post(path, content=payloads[index % len(payloads)])
                     failures += response.status_code != 200
+                    if tally_versions and response.status_code == 200:
+                        versions.update(prediction["model_version"] for prediction in response.json()["predictions"])
                 except httpx.HTTPError:  # a timeout or a dropped connection is a failed request, not the end of the run
                     failures += 1
                 latencies.append(time.perf_counter() - started)
@@ -79,6 +85,8 @@ async def run_load(url: str, requests: int, concurrency: int, batch: int, rate: 
     }
     if keep_latencies:
         report["latencies_s"] = latencies
+    if tally_versions:
+        report["model_versions"] = dict(versions)
     return report
 
 
@@ -111,6 +119,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="requests per second (default: as fast as allowed)")
     parser.add_argument("--users", type=int, default=4000)
     parser.add_argument("--merchants", type=int, default=400)
+    parser.add_argument("--tally-versions", action="store_true", help="count the predictions per model version that scored them")
     args = parser.parse_args()
     server = None
     url = args.url
@@ -121,7 +130,8 @@ def main() -> None:
         for batch in args.batch or [1, 1000]:
             requests = args.requests or (2000 if batch == 1 else 100)
             concurrency = args.concurrency or (16 if batch == 1 else 2)
-            print(json.dumps(asyncio.run(run_load(url, requests, concurrency, batch, args.rate, args.users, args.merchants))))
+            print(json.dumps(asyncio.run(run_load(url, requests, concurrency, batch, args.rate, args.users, args.merchants,
+                                                 tally_versions=args.tally_versions))))
     finally:
         if server is not None:
             server.terminate()

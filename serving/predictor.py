@@ -2,38 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import redis
 
-from core.artifacts import ModelManifest, latest_promoted
-from core.settings import Settings
+from core.artifacts import ModelManifest
 from onlinestore.online_reader import OnlineFeatureReader, OnlineFeatures
 from onlinestore.redis_layout import ViewLayout
 from serving.runner import load_runner
 from training.features import model_inputs
 
 
-def resolve_model_dir(settings: Settings) -> Path:
-    if settings.serving.model_dir:
-        return Path(settings.serving.model_dir)
-    promoted = latest_promoted(settings.models_dir, settings.serving.feature_service)
-    if promoted is None:
-        raise FileNotFoundError(
-            f"no trained model for {settings.serving.feature_service} under {settings.models_dir}: run `featurestack train` "
-            "or set FEATURESTACK_MODEL_DIR"
-        )
-    return promoted
-
-
 @dataclass(frozen=True)
 class Scored:
+    """Rows as one model scored them: the probabilities, the store features read for them and the
+    request-time features computed for them (columns in the manifest's `request_features` order)."""
+
     scores: np.ndarray
     features: OnlineFeatures
-    inputs: np.ndarray  # what the model was fed (training.features.model_inputs)
+    request_values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, rows: slice | np.ndarray) -> Scored:
+        """These rows only (the micro-batcher hands each request its slice of the batch)."""
+        features = self.features
+        return Scored(self.scores[rows], replace(features, values=features.values[rows], missing_entity=features.missing_entity[rows],
+                                                 event_nanos=None if features.event_nanos is None else features.event_nanos[rows]),
+                      self.request_values[rows])
 
 
 class Predictor:
@@ -49,6 +50,7 @@ class Predictor:
                    for view, pin in self.manifest.feature_views.items()]
         self.reader = OnlineFeatureReader(client, project or self.manifest.project, layouts, list(self.manifest.feature_refs))
         self.runner = load_runner(model_dir, self.manifest, device)
+        self.entity_keys = self.manifest.entity_keys
         self._user_mean_column = self.manifest.feature_refs.index(self.manifest.user_mean_feature)
 
     @property
@@ -59,12 +61,18 @@ class Predictor:
     def device(self) -> str:
         return self.runner.device
 
-    def features(self, entities: dict[str, np.ndarray], as_of_nanos: np.ndarray | int) -> OnlineFeatures:
+    def features(self, entities: Mapping[str, np.ndarray], as_of_nanos: np.ndarray | int) -> OnlineFeatures:
         return self.reader.read(entities, as_of_nanos)
 
-    def predict(self, user_ids: np.ndarray, merchant_ids: np.ndarray, amounts: np.ndarray, as_of_nanos: np.ndarray) -> Scored:
-        """Scores with the features as of `as_of_nanos` (per row): values older than their view's TTL are
-        missing, as in the training set."""
-        features = self.reader.read({"user_id": user_ids, "merchant_id": merchant_ids}, as_of_nanos)
+    def predict(self, entities: Mapping[str, np.ndarray], amounts: np.ndarray, as_of_nanos: np.ndarray | int) -> Scored:
+        """Scores with the features of `entities` (a column per entity key) as of `as_of_nanos` (per row,
+        or one instant): values older than their view's TTL are missing, as in the training set."""
+        features = self.reader.read(entities, as_of_nanos)
         inputs = model_inputs(features.values, features.missing_entity, amounts, self._user_mean_column)
-        return Scored(scores=self.runner.probabilities(inputs), features=features, inputs=inputs)
+        request_columns = len(self.manifest.request_features)
+        return Scored(scores=self.runner.probabilities(inputs), features=features,
+                      request_values=inputs[:, inputs.shape[1] - request_columns:].astype(np.float64))
+
+    def warm_up(self) -> None:
+        """One model call before traffic: the first call pays for lazy set-up (CUDA context, BLAS)."""
+        self.runner.probabilities(np.zeros((1, self.manifest.n_inputs), np.float32))

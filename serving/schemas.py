@@ -7,14 +7,15 @@ endpoint can answer is documented here, so /openapi.json describes what the serv
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, create_model
 
 from pipelines.contracts import MAX_AMOUNT
-
 
 
 def _integral_number(value: Any) -> Any:
@@ -37,46 +38,63 @@ Amount = Annotated[float, Field(strict=True, gt=0, le=MAX_AMOUNT, allow_inf_nan=
                                 description=f"Transaction amount: a JSON number, 0 < amount <= {MAX_AMOUNT:g}", examples=[12.5])]
 
 
-class Transaction(BaseModel):
-    """One transaction to score."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"user_id": 42, "merchant_id": 7, "amount": 12.5},
-        {"user_id": 42, "merchant_id": 7, "amount": 12.5, "txn_id": "t-981", "event_timestamp": "2026-11-30T12:00:00.000001Z"}]})
-    user_id: EntityId
-    merchant_id: EntityId
-    amount: Amount
-    txn_id: Annotated[str, Field(min_length=1, max_length=128, description=(
-        "The transaction's id: with event publishing on, the transaction is appended to the event log under it after "
-        "scoring (a retried request is applied once). Default: a new id."))] | None = None
-    event_timestamp: Annotated[AwareDatetime, BeforeValidator(_date_time_text), Field(description=(
-        "When the transaction happened (with a time zone): features are read as of just before it, values older than "
-        "their view's TTL count as missing, as in training. Default: now."))] | None = None
+EntityInt32 = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1, description="Feast INT32 join key", examples=[42]),
+                        BeforeValidator(_integral_number)]
+EntityText = Annotated[StrictStr, Field(min_length=1, max_length=256, description="Feast STRING join key", examples=["id-42"])]
+ENTITY_FIELDS = {"int64": EntityId, "int32": EntityInt32, "string": EntityText}
+TxnId = Annotated[str, Field(min_length=1, max_length=128, description=(
+    "The transaction's id: with event publishing on, the transaction is appended to the event log under it after "
+    "scoring (a retried request is applied once). Default: a new id."))]
+EventTimestamp = Annotated[AwareDatetime, Field(description=(
+    "When the transaction happened (with a time zone): features are read as of just before it, values older than "
+    "their view's TTL count as missing, as in training. Default: now.")), BeforeValidator(_date_time_text)]
 
 
-class TransactionBatch(BaseModel):
-    """Several transactions scored in one request (at most the server's max_request_rows)."""
+@dataclass(frozen=True)
+class RequestModels:
+    """The request bodies of a model whose feature views are keyed by `entity_keys`: a transaction
+    carries one field per entity key (user_id and merchant_id for fraud_detection_v1), typed as the
+    key, and nothing the model does not take."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"transactions": [
-        {"user_id": 42, "merchant_id": 7, "amount": 12.5}, {"user_id": 43, "merchant_id": 9, "amount": 250.0}]}]})
-    transactions: list[Transaction] = Field(min_length=1)
+    entity_keys: tuple[tuple[str, str], ...]
+    transaction: type[BaseModel]
+    transaction_batch: type[BaseModel]
+    entity: type[BaseModel]
+    entity_batch: type[BaseModel]
 
 
-class Entity(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"user_id": 42, "merchant_id": 7}]})
-    user_id: EntityId
-    merchant_id: EntityId
-
-
-class EntityBatch(BaseModel):
-    """The entities whose online features to return (at most the server's max_request_rows)."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"entities": [{"user_id": 42, "merchant_id": 7}]}]})
-    entities: list[Entity] = Field(min_length=1)
+def request_models(entity_keys: tuple[tuple[str, str], ...]) -> RequestModels:
+    unsupported = [f"{name} ({value_type})" for name, value_type in entity_keys if value_type not in ENTITY_FIELDS]
+    if unsupported:
+        raise ValueError(f"join keys of a type serving does not take: {unsupported}")
+    fields = {name: (ENTITY_FIELDS[value_type], ...) for name, value_type in entity_keys}
+    sample = {name: (f"id-{n}" if value_type == "string" else n) for (name, value_type), n in zip(entity_keys, (42, 7, 3, 11, 5, 9))}
+    other = {name: (f"id-{n}" if value_type == "string" else n) for (name, value_type), n in zip(entity_keys, (43, 9, 4, 12, 6, 10))}
+    transaction = create_model(
+        "Transaction", __doc__="One transaction to score.",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {**sample, "amount": 12.5},
+            {**sample, "amount": 12.5, "txn_id": "t-981", "event_timestamp": "2026-11-30T12:00:00.000001Z"}]}),
+        **fields, amount=(Amount, ...), txn_id=(TxnId | None, None), event_timestamp=(EventTimestamp | None, None))
+    transaction_batch = create_model(
+        "TransactionBatch", __doc__="Several transactions scored in one request (at most the server's max_request_rows).",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{"transactions": [
+            {**sample, "amount": 12.5}, {**other, "amount": 250.0}]}]}),
+        transactions=(list[transaction], Field(min_length=1)))
+    entity = create_model("Entity", __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [sample]}), **fields)
+    entity_batch = create_model(
+        "EntityBatch", __doc__="The entities whose online features to return (at most the server's max_request_rows).",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{"entities": [sample]}]}),
+        entities=(list[entity], Field(min_length=1)))
+    return RequestModels(tuple(entity_keys), transaction, transaction_batch, entity, entity_batch)
 
 
 class Prediction(BaseModel):
     fraud_probability: float = Field(ge=0, le=1, description="The model's probability that the transaction is fraud")
+    model_version: str = Field(description="The version that scored this transaction (the registry's version number; a fixed "
+                                           "model folder: its manifest's version)")
+    variant: str = Field(description="champion, or challenger (canary routing sent this transaction's entity to it)",
+                         examples=["champion"])
     missing_features: bool = Field(description="Some view held no row (or only one older than its TTL) for the transaction's entity")
     missing_views: list[str] = Field(description="The views that held no row for the entity")
     features: dict[str, float | None] | None = Field(default=None, description=(
@@ -84,9 +102,9 @@ class Prediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"model_version": "20261130T120000Z", "predictions": [
-        {"fraud_probability": 0.031, "missing_features": False, "missing_views": []}]}]})
-    model_version: str
+    model_config = ConfigDict(json_schema_extra={"examples": [{"model_version": "3", "predictions": [
+        {"fraud_probability": 0.031, "model_version": "3", "variant": "champion", "missing_features": False, "missing_views": []}]}]})
+    model_version: str = Field(description="The champion's version when the request was routed (each prediction names its own)")
     predictions: list[Prediction] = Field(description="One per transaction, in request order")
 
 
@@ -107,11 +125,22 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
 
-class Ready(BaseModel):
-    status: str = Field(examples=["ready"])
-    model_version: str
+class LoadedModel(BaseModel):
+    variant: str = Field(examples=["champion"])
+    model_name: str = Field(examples=["fraud_mlp"])
+    model_version: str = Field(examples=["3"])
+    source: str = Field(description="models:/<name>/<version>, or the model folder", examples=["models:/fraud_mlp/3"])
     device: str = Field(examples=["cpu", "cuda"])
     runtime: str = Field(examples=["numpy", "torch"])
+
+
+class Ready(BaseModel):
+    status: str = Field(examples=["ready"])
+    model_version: str = Field(description="The champion's version")
+    device: str = Field(examples=["cpu", "cuda"])
+    runtime: str = Field(examples=["numpy", "torch"])
+    routing: str = Field(description="none | canary | shadow", examples=["none"])
+    models: list[LoadedModel]
 
 
 class NotReady(BaseModel):
@@ -171,13 +200,16 @@ def _request_schema(model: Any, max_rows: int) -> tuple[dict, dict]:
     return schema, definitions
 
 
-def document_request_bodies(app: FastAPI, max_rows: int) -> None:
+def document_request_bodies(app: FastAPI, max_rows: int, models: Callable[[], RequestModels]) -> None:
     """The handlers parse their bodies themselves (one transaction or a batch; the row bound is a
-    setting), so their request bodies are added to the generated OpenAPI document here."""
-    bodies = {"/predict": ("PredictRequest", Transaction | TransactionBatch), "/features": ("FeaturesRequest", EntityBatch)}
+    setting; the entity fields are the loaded model's), so their request bodies are added to the
+    generated OpenAPI document here, once the model is loaded."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
+            loaded = models()
+            bodies = {"/predict": ("PredictRequest", loaded.transaction | loaded.transaction_batch),
+                      "/features": ("FeaturesRequest", loaded.entity_batch)}
             document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = document.setdefault("components", {}).setdefault("schemas", {})
             for path, (name, model) in bodies.items():

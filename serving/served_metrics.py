@@ -1,10 +1,11 @@
 """What serving served, for Prometheus: rows scored per view, the age of the values served, and an
 estimated cost per 1,000 predictions.
 
-Counted per scored batch with numpy (a bincount per view), not per row: the age histogram is kept here
+Observed per scored slice of answered rows (serving.app's scored hook: shadow scorings are no
+predictions), with numpy (a bincount per view), not per row: the age histogram is kept here
 and exposed by a collector, since prometheus_client's Histogram observes one value per call.
 
-- featurestack_scored_rows_total{view}: rows scored with the view's features read. Beside
+- featurestack_scored_rows_total{view}: rows answered with the view's features read. Beside
   featurestack_missing_entity_rows_total{endpoint="/predict",view} it gives the missing-entity rate as
   a ratio of rates.
 - featurestack_served_feature_age_seconds{view}: scoring time minus the served value's event timestamp
@@ -43,7 +44,7 @@ class ServedFeatureMetrics(Collector):
         self._predictions = 0
         self._registry = registry
         self._scored_rows = Counter("featurestack_scored_rows_total",
-                                    "Rows scored by /predict, per feature view read for them (the denominator of "
+                                    "Rows answered (/predict, /v2 infer), per feature view read for them (the denominator of "
                                     "featurestack_missing_entity_rows_total{endpoint=\"/predict\"})", ["view"], registry=registry)
         self._scored_rows_of: dict[str, Counter] = {}  # its child per view (labels() looks it up under a lock)
         registry.register(self)

@@ -7,7 +7,6 @@ from dataclasses import replace
 import pytest
 import redis
 
-from core.artifacts import promote
 from core.redis_server import project_keys
 from core.settings import load_settings
 from onlinestore.redis_layout import ViewLayout
@@ -98,12 +97,13 @@ def trained_model(platform):
 def serving_settings(tmp_path_factory, redis_url):
     project = f"fs_serving_{uuid.uuid4().hex[:10]}"
     state = tmp_path_factory.mktemp("serving_state")
-    promote(state / "models", write_model(state / "models" / "fraud_detection_v1" / "test-v1", project))
+    model_dir = state / "models" / "fraud_detection_v1" / "test-v1"
+    write_model(model_dir, project)
     publish_online_data(redis_url, project)
     settings = load_settings()
     # Its own lake too: the served-feature log writes there.
     yield replace(settings, state_dir=state, data_dir=state / "data", redis_url=redis_url, feast_project=project,
-                  serving=replace(settings.serving, model_dir="", max_request_rows=50, max_wait_ms=1.0))
+                  serving=replace(settings.serving, model_dir=str(model_dir), max_request_rows=50, max_wait_ms=1.0))
     delete_project_keys(redis_url, project)
 
 

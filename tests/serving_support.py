@@ -4,10 +4,15 @@ test_serving_overload; the `serving_settings` fixture in conftest.py uses them).
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import subprocess
+import threading
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pyarrow as pa
@@ -46,17 +51,18 @@ def publish_online_data(url: str, project: str) -> None:
     client.close()
 
 
-def write_model(model_dir, project: str) -> dict:
-    """An artifact in the layout `featurestack train` writes: model.pt + manifest.json."""
+def write_model(model_dir, project: str, version: str = "test-v1", seed: int = 0) -> dict:
+    """An artifact in the layout `featurestack train` writes: model.pt + weights.npz + manifest.json
+    (another `seed`, other weights)."""
     model_dir.mkdir(parents=True)
     n_inputs = len(REFS) + 2 + 2  # store features, a missing flag per view, two request-time features
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = FraudMLP(n_inputs)
     model.fit_scaler(torch.rand(64, n_inputs) * 100)  # a non-trivial scaler, like a trained one
     torch.save(model.state_dict(), model_dir / "model.pt")
     save_numpy_weights(model, model_dir / "weights.npz")
     manifest = ModelManifest(
-        model="fraud_mlp", version="test-v1", project=project, feature_service="fraud_detection_v1", feature_refs=tuple(REFS),
+        model="fraud_mlp", version=version, project=project, feature_service="fraud_detection_v1", feature_refs=tuple(REFS),
         user_mean_feature="user_velocity:amount_mean_7d", request_features=("amount_log", "amount_to_user_mean_7d"), n_inputs=n_inputs,
         feature_views={layout.name: ViewPin(fingerprint="hand-made", join_keys=layout.join_keys, features=layout.features,
                                             ttl_seconds=TTL_SECONDS[layout.name])
@@ -67,10 +73,76 @@ def write_model(model_dir, project: str) -> dict:
 
 
 
+def register_version(tracking_uri: str, artifact_root: Path, model_dir: Path, name: str = "fraud_mlp") -> str:
+    """Log an artifact folder as an MLflow model (the torch module, the folder as its extra files) in a
+    run of the experiment `serving-tests` (artifacts under `artifact_root`, never ./mlruns) and register
+    it: the new version's number. As `featurestack train` registers its models."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    import mlflow.pytorch
+
+    manifest = ModelManifest.read(model_dir)
+    module = FraudMLP(manifest.n_inputs)
+    module.load_state_dict(torch.load(model_dir / manifest.model_file))
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("serving-tests")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("serving-tests", artifact_root.as_uri())
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with mlflow.start_run(experiment_id=experiment_id):
+            logged = mlflow.pytorch.log_model(module, name="model", serialization_format="pickle", pip_requirements=["torch"],
+                                              extra_files=[str(path) for path in sorted(model_dir.iterdir())])
+        return str(mlflow.register_model(logged.model_uri, name).version)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+class HeldReplies:
+    """A TCP proxy in front of Redis that holds back every reply while `flowing` is clear: a request
+    stays in flight exactly as long as a test wants (CLIENT PAUSE would hold the test's own commands too)."""
+
+    def __init__(self, upstream_url: str):
+        parsed = urlparse(upstream_url)
+        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 6379)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = upstream_url.replace(parsed.netloc, f"127.0.0.1:{self.listener.getsockname()[1]}", 1)
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, held: bool) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                if held:
+                    self.flowing.wait()
+                target.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
 @contextlib.contextmanager
-def running_server(environment: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+def running_server(environment: dict[str, str], ready_within_s: float = 60) -> Iterator[tuple[str, subprocess.Popen]]:
     """`featurestack serve` in its own process (uvicorn) on a free port: (base URL, process) once
-    /readyz answers 200; stopped afterwards."""
+    /readyz answers 200 (within `ready_within_s`: a registry adds mlflow's import); stopped afterwards."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "featurestack.cli", "serve", "--port", str(port)], cwd=PROJECT_ROOT,
                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -84,7 +156,7 @@ def running_server(environment: dict[str, str]) -> Iterator[tuple[str, subproces
             return False
 
     try:
-        wait_until(ready, seconds=60)
+        wait_until(ready, seconds=ready_within_s)
         yield base, server
     finally:
         server.terminate()

@@ -62,8 +62,8 @@ def _stop_and_check_nothing_is_left(process: subprocess.Popen, signum: int) -> i
 @pytest.mark.parametrize("signum", SIGNALS)
 def test_serve_stops_cleanly(serving_settings, signum):
     environment = {**os.environ, "FEATURESTACK_STATE_DIR": str(serving_settings.state_dir), "REDIS_URL": serving_settings.redis_url,
-                   "FEATURESTACK_FEAST_PROJECT": serving_settings.feast_project}
-    environment.pop("FEATURESTACK_MODEL_DIR", None)
+                   "FEATURESTACK_FEAST_PROJECT": serving_settings.feast_project,
+                   "FEATURESTACK_MODEL_DIR": serving_settings.serving.model_dir}
     with running_server(environment) as (_base, server):
         assert _stop_and_check_nothing_is_left(server, signum) == 0
 

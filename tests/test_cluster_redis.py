@@ -194,7 +194,7 @@ def test_serving_app_reads_the_cluster_when_redis_type_is_redis_cluster(cluster_
     import torch
     from fastapi.testclient import TestClient
 
-    from core.artifacts import ModelManifest, ViewPin, artifact_dir, promote
+    from core.artifacts import ModelManifest, ViewPin, artifact_dir
     from core.settings import load_settings
     from serving.app import create_app
     from training.model import FraudMLP, save_numpy_weights
@@ -221,9 +221,8 @@ def test_serving_app_reads_the_cluster_when_redis_type_is_redis_cluster(cluster_
         torch.save(model.state_dict(), model_dir / manifest.model_file)
         save_numpy_weights(model, model_dir / manifest.weights_file)
         manifest.write(model_dir)
-        promote(tmp_path / "models", manifest)
         settings = replace(settings, state_dir=tmp_path, redis_url=url, redis_type="redis_cluster", feast_project=project,
-                           serving=replace(settings.serving, model_dir="", device="cpu"))
+                           serving=replace(settings.serving, model_dir=str(model_dir), device="cpu"))
         with TestClient(create_app(settings)) as http:
             assert http.get("/readyz").status_code == 200
             entities = [{"user_id": u, "merchant_id": u % 20} for u in (1, 3, 7, 299)] + [{"user_id": 10_000, "merchant_id": 3}]

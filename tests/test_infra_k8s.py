@@ -5,10 +5,13 @@ only from Secret objects) and the Dockerfile's."""
 
 from __future__ import annotations
 
+import copy
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -23,6 +26,8 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
 CRD_KINDS = {("sparkoperator.k8s.io/v1beta2", "SparkApplication")}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 SECRET_NAME = "featurestack-secrets"
+# The InferenceService CRD's schema (spec.predictor), vendored from kserve/kserve: see its $comment.
+KSERVE_SCHEMA = PROJECT_ROOT / "tests" / "schemas" / "kserve_inferenceservice_v1beta1.json"
 
 
 def _kustomize_command(path: Path) -> list[str] | None:
@@ -249,3 +254,63 @@ def test_mlflow_tracking_server_is_backed_by_the_platforms_postgres(overlay):
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     postgres_clients = _by_kind(docs, "NetworkPolicy")["postgres-clients"]["spec"]["ingress"][0]["from"]
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}} in postgres_clients
+
+
+def _strict(schema: dict) -> dict:
+    """The CRD schema with unknown fields refused, as the API server's strict field validation does
+    (`kubectl apply` warns and drops them otherwise): a misspelt field fails here."""
+    schema = copy.deepcopy(schema)
+    pending = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node \
+                    and not node.get("x-kubernetes-preserve-unknown-fields"):
+                node["additionalProperties"] = False
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return schema
+
+
+def _inference_service() -> tuple[dict, jsonschema.Draft7Validator]:
+    (service,) = render(K8S_DIR / "kserve")
+    return service, jsonschema.Draft7Validator(_strict(json.loads(KSERVE_SCHEMA.read_text())))
+
+
+def test_the_kserve_inference_service_validates_against_the_crd_schema():
+    service, validator = _inference_service()
+    assert (service["apiVersion"], service["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    errors = [f"{list(error.path)}: {error.message}" for error in validator.iter_errors(service)]
+    assert errors == []
+    predictor = service["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["image"].startswith("ghcr.io/example/featurestack:")
+    assert container["command"][:2] == ["featurestack", "serve"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert predictor["nodeSelector"]["featurestack.io/node-pool"] == "gpu"
+    # The Open Inference Protocol's health routes are the probes; the port is the one KServe routes to.
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["ports"][0]["containerPort"] == 8080 and "--port" in container["command"] and "8080" in container["command"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["FEATURESTACK_SERVING_MODEL_URI"]["value"] == "models:/fraud_mlp@champion"
+    # The registry is the MLflow tracking server, named in the shared ConfigMap.
+    assert "MLFLOW_TRACKING_URI" not in env and {"configMapRef": {"name": "featurestack-env"}} in predictor["containers"][0]["envFrom"]
+
+
+def test_the_crd_schema_rejects_a_broken_inference_service():
+    service, validator = _inference_service()
+    for path, value in ((("spec", "predictor", "minReplicas"), "two"), (("spec", "predictor", "containerz"), []),
+                        (("spec", "predictor", "containers", 0, "resources", "limits", "nvidia.com/gpu"), [1])):
+        broken = copy.deepcopy(service)
+        target = broken
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+        assert list(validator.iter_errors(broken)), f"{path} = {value!r} passed"
+
+
+def test_the_inference_service_stays_out_of_the_default_kustomization():
+    """Rendering it needs nothing, applying it needs KServe's CRD: the overlays never include it."""
+    for name in OVERLAYS:
+        assert all(doc["kind"] != "InferenceService" for doc in render(K8S_DIR / "overlays" / name))

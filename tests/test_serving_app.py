@@ -9,6 +9,7 @@ import re
 import subprocess
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -36,11 +37,13 @@ def client(serving_settings):
         yield test_client
 
 
-def test_ready_and_healthy(client):
+def test_ready_and_healthy(client, serving_settings):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model_version": "test-v1", "device": "cpu", "runtime": "numpy"}
+    assert ready.json() == {"status": "ready", "model_version": "test-v1", "device": "cpu", "runtime": "numpy", "routing": "none",
+                            "models": [{"variant": "champion", "model_name": "fraud_mlp", "model_version": "test-v1",
+                                        "source": serving_settings.serving.model_dir, "device": "cpu", "runtime": "numpy"}]}
 
 
 def test_predict_one_transaction_and_a_batch_equal_the_model_on_the_online_features(client, serving_settings):
@@ -59,7 +62,7 @@ def test_predict_one_transaction_and_a_batch_equal_the_model_on_the_online_featu
     assert not any(p["missing_features"] for p in predictions[:-2])
 
     # The same numbers as the model on the reader's features + request-time features, computed here.
-    model_dir = serving_settings.state_dir / "models" / "fraud_detection_v1" / "test-v1"
+    model_dir = Path(serving_settings.serving.model_dir)
     predictor = Predictor(model_dir, redis.Redis.from_url(serving_settings.redis_url))
     users, merchants, amounts = (np.array([r[k] for r in rows]) for k in ("user_id", "merchant_id", "amount"))
     features = predictor.reader.read({"user_id": users, "merchant_id": merchants})
@@ -121,12 +124,13 @@ def test_metrics_expose_latency_batches_errors_and_device(client):
     text = client.get("/metrics").text
     for name in ("featurestack_request_seconds_bucket", "featurestack_model_batch_rows_count",
                  "featurestack_request_rows_count", "featurestack_redis_errors_total",
-                 'featurestack_model_device_info{device="cpu",model_version="test-v1",runtime="numpy"} 1.0'):
+                 'featurestack_model_device_info{device="cpu",model_version="test-v1",runtime="numpy",variant="champion"} 1.0',
+                 'featurestack_variant_requests_total{model_version="test-v1",variant="champion"}'):
         assert name in text
 
 
 def test_the_numpy_runner_equals_the_torch_model_and_torch_is_the_fallback(serving_settings, tmp_path):
-    model_dir = serving_settings.state_dir / "models" / "fraud_detection_v1" / "test-v1"
+    model_dir = Path(serving_settings.serving.model_dir)
     manifest = ModelManifest.read(model_dir)
     inputs = np.random.default_rng(3).normal(50, 40, (257, manifest.n_inputs)).astype(np.float32)
     client = redis.Redis.from_url(serving_settings.redis_url)
@@ -255,8 +259,8 @@ def test_the_online_store_client_does_not_retry_so_errors_surface_within_the_tim
 
 def test_featurestack_serve_answers_predict_on_uvicorn(serving_settings):
     environment = {**os.environ, "FEATURESTACK_STATE_DIR": str(serving_settings.state_dir), "REDIS_URL": serving_settings.redis_url,
-                   "FEATURESTACK_FEAST_PROJECT": serving_settings.feast_project, "FEATURESTACK_SERVING_MAX_WAIT_MS": "1"}
-    environment.pop("FEATURESTACK_MODEL_DIR", None)
+                   "FEATURESTACK_FEAST_PROJECT": serving_settings.feast_project, "FEATURESTACK_SERVING_MAX_WAIT_MS": "1",
+                   "FEATURESTACK_MODEL_DIR": serving_settings.serving.model_dir}
     with running_server(environment) as (base, _server):
         response = httpx.post(f"{base}/predict", json={"transactions": [{"user_id": 1, "merchant_id": 1, "amount": 9.0}] * 3})
         assert response.status_code == 200 and len(response.json()["predictions"]) == 3

@@ -89,7 +89,8 @@ def overloadable_server(serving_settings):
         "FEATURESTACK_SERVING_MAX_REQUEST_ROWS": str(MAX_PENDING_ROWS), "FEATURESTACK_SERVING_MAX_BATCH_ROWS": str(MAX_BATCH_ROWS),
         "FEATURESTACK_SERVING_MAX_WAIT_MS": "1", "FEATURESTACK_SERVING_REDIS_TIMEOUT_S": "3",
     }
-    for name in ("FEATURESTACK_MODEL_DIR", "FEATURESTACK_API_KEY", "REDIS_TYPE"):
+    environment["FEATURESTACK_MODEL_DIR"] = serving_settings.serving.model_dir
+    for name in ("FEATURESTACK_API_KEY", "REDIS_TYPE"):
         environment.pop(name, None)
     try:
         with running_server(environment) as (base, server):
@@ -153,7 +154,8 @@ def test_overload_is_refused_fast_and_the_server_recovers(overloadable_server, s
     model_dir = serving_settings.state_dir / "models" / "fraud_detection_v1" / "test-v1"
     predictor = Predictor(model_dir, redis.Redis.from_url(serving_settings.redis_url), device="cpu")
     columns = {key: np.array([t[key] for t, *_ in accepted]) for key in ("user_id", "merchant_id", "amount")}
-    expected = predictor.predict(columns["user_id"], columns["merchant_id"], columns["amount"].astype(float), time.time_ns()).scores
+    expected = predictor.predict({key: columns[key] for key in ("user_id", "merchant_id")}, columns["amount"].astype(float),
+                                 time.time_ns()).scores
     served = [body["predictions"] for _, body, _ in accepted]
     assert all(len(p) == 1 and not p[0]["missing_features"] for p in served)
     np.testing.assert_allclose([p[0]["fraud_probability"] for p in served], expected, rtol=1e-5)

@@ -108,7 +108,8 @@ def test_serving_predictor_loads_the_manifest_and_reads_exactly_its_features(pla
     client = redis.Redis.from_url(platform.redis.url)
     predictor = Predictor(trained_model.model_dir, client)
     assert predictor.reader.feature_refs == list(trained_model.manifest.feature_refs)
-    scored = predictor.predict(np.array([1, 2], np.int64), np.array([1, 2], np.int64), np.array([10.0, 5000.0]), time.time_ns())
+    scored = predictor.predict({"user_id": np.array([1, 2], np.int64), "merchant_id": np.array([1, 2], np.int64)},
+                               np.array([10.0, 5000.0]), time.time_ns())
     client.close()
     assert scored.features.values.shape == (2, len(trained_model.manifest.feature_refs))
     assert ((scored.scores >= 0) & (scored.scores <= 1)).all()

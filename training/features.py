@@ -24,7 +24,3 @@ def model_inputs(store_values: np.ndarray, missing_views: np.ndarray, amounts: n
     inputs = np.column_stack([np.nan_to_num(store_values, nan=0.0), missing_views.astype(np.float64), request])
     return np.clip(inputs, -INPUT_LIMIT, INPUT_LIMIT).astype(np.float32)
 
-
-def request_inputs(inputs: np.ndarray) -> np.ndarray:
-    """The request-time features (REQUEST_FEATURES, in order) of a model_inputs matrix: its last columns."""
-    return inputs[:, -len(REQUEST_FEATURES):]

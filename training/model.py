@@ -68,7 +68,6 @@ def calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 10) ->
     """Expected calibration error: over equal-width score bins, the row-weighted gap between the mean
     score and the observed fraud rate."""
     which = np.minimum((scores * bins).astype(int), bins - 1)
-    rows = np.bincount(which, minlength=bins)
     score_sums = np.bincount(which, weights=scores, minlength=bins)
     label_sums = np.bincount(which, weights=labels.astype(np.float64), minlength=bins)
     return float(np.abs(score_sums - label_sums).sum() / max(len(labels), 1))

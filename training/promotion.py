@@ -11,19 +11,15 @@ only if it passes every check. The thresholds are the feature service's tags (de
     min_improvement         holdout ROC AUC at least the champion's (same rows) plus this
 
 The latency is measured on the serving runner by the caller (training must not import serving) and
-passed in. Every refusal says which check failed and why. The LATEST file beside the model folders
-mirrors the champion for a server that reads folders.
+passed in. Every refusal says which check failed and why.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 
-from core.artifacts import ModelManifest, promote as point_latest
-from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry
-from core.settings import Settings
+from core.model_registry import CHALLENGER, ModelRegistry
 from training.train import TrainingResult
 
 GATE_CHECKS = ("enough_labels", "beats_metric_floor", "calibrated", "feature_coverage", "latency_budget", "beats_champion")
@@ -136,7 +132,7 @@ def recorded_gate(registry: ModelRegistry, name: str, version: str) -> dict | No
     return json.loads(raw) if raw else None
 
 
-def promote_version(settings: Settings, registry: ModelRegistry, name: str, version: str, note: str) -> None:
+def promote_version(registry: ModelRegistry, name: str, version: str, note: str) -> None:
     """Make `version` the champion if its recorded gate passed; a ValueError says why not."""
     gate = recorded_gate(registry, name, version)
     if gate is None:
@@ -145,13 +141,10 @@ def promote_version(settings: Settings, registry: ModelRegistry, name: str, vers
         failed = [f"{c['name']}: {c['reason']}" for c in gate["checks"] if not c["passed"]]
         raise ValueError(f"{name} v{version} failed its gate: " + "; ".join(failed))
     registry.promote(name, version, note)
-    _mirror_latest(settings, registry, name)
 
 
-def rollback(settings: Settings, registry: ModelRegistry, name: str) -> tuple[str, str]:
-    moved = registry.rollback(name)
-    _mirror_latest(settings, registry, name)
-    return moved
+def rollback(registry: ModelRegistry, name: str) -> tuple[str, str]:
+    return registry.rollback(name)
 
 
 def challenger_version(registry: ModelRegistry, name: str) -> str:
@@ -159,14 +152,3 @@ def challenger_version(registry: ModelRegistry, name: str) -> str:
     if challenger is None:
         raise ValueError(f"{name} has no challenger: train one (`featurestack train`) or name a version")
     return challenger.version
-
-
-def _mirror_latest(settings: Settings, registry: ModelRegistry, name: str) -> None:
-    champion = registry.by_alias(name, CHAMPION)
-    resolved = registry.fetch(champion)
-    manifest = ModelManifest.read(resolved.model_dir)
-    local = settings.models_dir / manifest.feature_service / manifest.version
-    if not (local / "manifest.json").is_file():  # trained elsewhere: the fetched copy is the folder
-        local.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(resolved.model_dir, local)
-    point_latest(settings.models_dir, manifest)
