@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | s
 # torch comes from pip, not the lock: pip takes the CPU wheel on this disk (or CUDA where present);
 # uv would resolve the multi-GB CUDA build from PyPI.
 TORCH_VERSION := 2.13.0
-DEMO_DAYS ?= 4
+DEMO_DAYS ?= 18  # chargebacks arrive up to 14 days late: a model needs older days with final labels
 DEMO_TRANSACTIONS_PER_DAY ?= 20000
 
 .PHONY: install demo test test-fast dev status lock clean mlflow-ui

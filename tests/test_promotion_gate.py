@@ -94,3 +94,17 @@ def test_calibration_error_is_the_weighted_gap_per_bin():
     # bins: [0.0, 0.1) holds two rows (mean 0.05, rate 0); 0.4.. one (0.45 vs 1); 0.9.. one (0.95 vs 1)
     assert calibration_error(labels, scores) == pytest.approx((2 * 0.05 + 0.55 + 0.05) / 4)
     assert calibration_error(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0
+
+
+def test_a_model_is_fitted_and_judged_on_matured_days_when_there_are_enough():
+    from datetime import date
+
+    from training.train import modelled_days
+
+    days = np.array([date(2026, 11, d) for d in (1, 1, 2, 3, 3, 4, 5)])
+    # Days 1-2 matured, day 3 partly, days 4-5 not: with a one-day holdout, days 1 (fit) and 2 (judge).
+    matured = np.array([True, True, True, True, False, False, False])
+    assert modelled_days(days, matured, holdout_days=1) == [date(2026, 11, 1), date(2026, 11, 2)]
+    # Not enough matured days for a holdout after a fitted day: every day, judged on the labels so far.
+    assert modelled_days(days, matured, holdout_days=2) == sorted(set(days))
+    assert modelled_days(days, np.zeros(len(days), bool), holdout_days=1) == sorted(set(days))

@@ -155,6 +155,18 @@ def _metrics(prefix: str, labels: np.ndarray, scores: np.ndarray) -> dict[str, f
     return metrics
 
 
+def modelled_days(day_of: np.ndarray, matured: np.ndarray, holdout_days: int) -> list:
+    """The days a model is fitted and judged on: up to the last day whose every label has matured when
+    there are more such days than the holdout needs (the holdout is then judged on final labels);
+    otherwise every day, the holdout judged on the labels reported so far (its metrics say how many matured)."""
+    every_day = sorted(set(day_of))
+    immature_days = set(day_of[~matured])
+    matured_days = [day for day in every_day if day not in immature_days]
+    if len(matured_days) > holdout_days:
+        return [day for day in every_day if day <= matured_days[-1]]
+    return every_day
+
+
 def holdout_metrics(frame: pd.DataFrame, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """`test_*` over the holdout (labels as known at the cutoff), the same over its matured and its
     immature rows apart, and per holdout day (`day.<YYYY-MM-DD>.*`)."""
@@ -210,18 +222,23 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
         raise ValueError("give a label cutoff or a built training set (it carries its own cutoff), not both")
     window = LabelWindow.from_described(frame.attrs)
     views = list(dict.fromkeys(ref.split(":")[0] for ref in refs))
-    days = sorted(frame["event_timestamp"].dt.date.unique())
+    day_of = frame["event_timestamp"].dt.date.to_numpy()
+    days = modelled_days(day_of, frame["label_matured"].to_numpy(bool), holdout_days)
     if len(days) <= holdout_days:
         raise ValueError(f"need more than {holdout_days} day(s) of transactions before the label cutoff "
                          f"{window.cutoff.isoformat()} for a time-based holdout, found {len(days)}")
-    is_test = (frame["event_timestamp"].dt.date >= days[-holdout_days]).to_numpy()
+    is_test = (day_of >= days[-holdout_days]) & (day_of <= days[-1])
+    is_train = day_of < days[-holdout_days]
+    # Days after the holdout (labels still arriving) are neither fitted nor judged on: reported apart.
+    is_later = day_of > days[-1]
     inputs, labels = _inputs(frame, refs), frame["is_fraud"].to_numpy()
     test = frame[is_test].reset_index(drop=True)
     device = pick_device()
-    model = _fit(inputs[~is_test], labels[~is_test], epochs, device, seed)
-    calibration = _calibrate(model, inputs[~is_test], labels[~is_test], device)
+    model = _fit(inputs[is_train], labels[is_train], epochs, device, seed)
+    calibration = _calibrate(model, inputs[is_train], labels[is_train], device)
     metrics = {**holdout_metrics(test, labels[is_test], _scores(model, inputs[is_test], device)),
-               "train_roc_auc": roc_auc(labels[~is_test], _scores(model, inputs[~is_test], device))}
+               **(_metrics("after_holdout_", labels[is_later], _scores(model, inputs[is_later], device)) if is_later.any() else {}),
+               "train_roc_auc": roc_auc(labels[is_train], _scores(model, inputs[is_train], device))}
     coverage = {ref: float(test[ref].notna().mean()) for ref in refs}
 
     registry = ModelRegistry(settings.tracking_uri, settings.model_cache_dir)
@@ -239,8 +256,8 @@ def train(settings: Settings, redis_url: str, feature_service: str = "fraud_dete
     layouts = {view: layout_from_feature_view(registered_views[view], entity_types) for view in views}
     fingerprints = {view: view_fingerprint(registered_views[view]) for view in views}
     rows = {
-        "train": int((~is_test).sum()), "test": int(is_test.sum()),
-        "train_positives": int(labels[~is_test].sum()), "test_positives": int(labels[is_test].sum()),
+        "train": int(is_train.sum()), "test": int(is_test.sum()), "after_holdout": int(is_later.sum()),
+        "train_positives": int(labels[is_train].sum()), "test_positives": int(labels[is_test].sum()),
         "matured": int(frame["label_matured"].sum()), "immature": int((~frame["label_matured"]).sum()),
     }
     manifest = ModelManifest(
