@@ -33,6 +33,7 @@ from core.artifacts import ModelManifest
 from core.lake import partition_dates
 from core.redis_server import free_port, project_keys
 from core.settings import Settings
+from core.windows import days_covering
 from eventlog.events import encode_record
 from eventlog.redis_streams import RedisEventLog
 from onlinestore.online_reader import online_store_client
@@ -198,7 +199,10 @@ def replay_day(settings: Settings, redis_url: str, day: date | None = None, mode
         processor = StreamProcessor(online_store_client(redis_url, 5.0), project, view.spec, view.layout,
                                     settings.stream.partitions, settings.stream.batch_events, block_ms=1)
         # The processor's windows need the days before: bootstrap the log with them (state, not scoring).
-        history = [d for d in days if day - timedelta(days=view.spec.lookback_days) <= d < day]
+        # A value served on `day` is an entity's newest row within the view's TTL before it, and that row's
+        # windows reach the largest window further back.
+        reach = view.spec.lookback_days + days_covering(view.layout.ttl or view.spec.largest_window)
+        history = [d for d in days if day - timedelta(days=reach) <= d < day]
         if history:
             log.append(_records(_transactions(settings, history)))
         processor_thread = threading.Thread(target=processor.run, args=(stop,), daemon=True)
