@@ -39,7 +39,8 @@ def test_asset_graph_snapshot(definitions):
         "online/merchant_risk", "online/user_velocity",
         "raw/chargebacks", "raw/merchants", "raw/transactions", "raw/users",
         "stream/user_velocity",
-        "training/fraud_detection_v1/model", "training/fraud_detection_v1/training_set",
+        "training/fraud_detection_v1/champion", "training/fraud_detection_v1/model",
+        "training/fraud_detection_v1/training_set",
     ]
     parents = {name: sorted(key.to_user_string() for key in node.parent_keys) for name, node in specs.items()}
     assert parents["features/user_velocity"] == ["raw/transactions"]
