@@ -3,15 +3,10 @@ broken copy of a model, and a local webhook receiver."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import shutil
-import threading
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import duckdb
@@ -67,27 +62,3 @@ def broken_model(models_dir: Path, model_dir: Path, version: str = "broken") -> 
                target / manifest.model_file)
     dataclasses.replace(manifest, version=version).write(target)
     return target
-
-
-@contextlib.contextmanager
-def webhook_receiver() -> Iterator[tuple[str, list[dict]]]:
-    """A local HTTP server that records every JSON POST: (its URL, the bodies received)."""
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", received
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)

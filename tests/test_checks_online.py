@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import pytest
@@ -19,6 +17,7 @@ from assets.freshness import FRESHNESS_JOB
 from assets.sensors import alert_failed_checks
 from core.feast_repo import load_repo_contents
 from onlinestore.redis_layout import encode_value, feature_field, redis_key, serialize_entity_key
+from support import webhook_receiver
 from validations.online import consistency, offline_latest_sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -130,27 +129,11 @@ def test_freshness_policies_come_from_the_feast_sla_tags_on_the_checks_deadline(
 
 
 def test_failed_checks_go_to_the_webhook_or_the_log(platform, defs, instance, caplog):
-    received = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with webhook_receiver() as (url, received):
         stale = datetime.combine(platform.days[-1], datetime.min.time(), tzinfo=timezone.utc) + timedelta(days=30)
         result = _freshness(defs, instance, stale)
         run = instance.get_run_by_id(result.run_id)
-        payload = alert_failed_checks(instance, run, webhook_url=f"http://127.0.0.1:{server.server_port}/hook")
-    finally:
-        server.shutdown()
+        payload = alert_failed_checks(instance, run, webhook_url=url)
     assert received == [json.loads(json.dumps(payload, default=str))]
     failed = {(f["asset"], f["check"]) for f in received[0]["failed_checks"]}
     assert ("online/user_velocity", ONLINE_FRESHNESS_CHECK) in failed and "OLDER than the SLA" in received[0]["text"]

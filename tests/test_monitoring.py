@@ -30,8 +30,8 @@ from core.artifacts import ModelManifest
 from core.monitoring import DriftReport, RealizedPerformanceReport, SkewReport, read_report, report_path
 from monitoring.drift import KS_TAG, PSI_TAG
 from monitoring.skew import SAMPLE_ROWS
-from monitoring_support import broken_model, webhook_receiver, write_served_log
-from support import delete_project_keys, platform_environment
+from monitoring_support import broken_model, write_served_log
+from support import delete_project_keys, platform_environment, webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
