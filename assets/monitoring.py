@@ -24,7 +24,7 @@ import dagster as dg
 
 from assets.checks import _markdown_table, reference_time
 from assets.resources import PlatformResource
-from core.artifacts import ModelManifest
+from core.artifacts import MANIFEST_FILE, ModelManifest, artifact_dir
 from core.model_registry import CHAMPION, ModelRegistry
 from core.monitoring import DriftBaseline, write_report
 from core.served_log import read_served_day
@@ -64,6 +64,21 @@ def _champion(platform: PlatformResource, service: "FeatureService") -> tuple[Mo
                                 f"{settings.tracking_uri}: train and promote one first")
     model_dir = registry.fetch(champion).model_dir
     return ModelManifest.read(model_dir), model_dir
+
+
+def _manifest_of(platform: PlatformResource, service: str):
+    """The manifest of a version as the served-feature log names it: a registry version number (serving
+    by alias), or the version of a model folder (FEATURESTACK_MODEL_DIR)."""
+    settings = platform.settings
+
+    def manifest_of(model_name: str, version: str) -> ModelManifest:
+        folder = artifact_dir(settings.models_dir, service, version)
+        if (folder / MANIFEST_FILE).is_file():
+            return ModelManifest.read(folder)
+        registry = ModelRegistry(settings.tracking_uri, settings.model_cache_dir)
+        return ModelManifest.read(registry.fetch(registry.get(model_name, version)).model_dir)
+
+    return manifest_of
 
 
 def _served(platform: PlatformResource, service: str, day: date, required: bool) -> "pd.DataFrame | None":
@@ -153,8 +168,8 @@ def _service_assets(service: "FeatureService", view_tags: dict[str, dict[str, st
 
         day = date.fromisoformat(context.partition_key)
         settings = platform.settings
-        report = realized_performance(_served(platform, name, day, required=True), settings.raw_dir, settings.models_dir, name, day,
-                                      reference_time(context), allowed_drop)
+        report = realized_performance(_served(platform, name, day, required=True), settings.raw_dir, _manifest_of(platform, name),
+                                      name, day, reference_time(context), allowed_drop)
         write_report(settings.state_dir, report)
         degraded = [m for m in report.models if m.degraded]
         yield dg.MaterializeResult(metadata={

@@ -12,12 +12,15 @@ one per request-time feature (`request__name`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.lake import partition_dir
+
+if TYPE_CHECKING:  # serving writes the log without pandas (tens of MB, a slow import in a busy server)
+    import pandas as pd
 
 SERVED_TABLE = "served"
 TIMESTAMP = pa.timestamp("us", tz="UTC")

@@ -6,6 +6,7 @@ turn negatives into positives)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from core.artifacts import ModelManifest, artifact_dir
+from core.artifacts import ModelManifest
 from core.lake import PARTITION_FILES_GLOB
 from core.monitoring import ModelDayPerformance, RealizedPerformanceReport
 from training.model import average_precision, roc_auc
@@ -46,10 +47,10 @@ def matured_labels(raw_dir: Path, transactions: pd.DataFrame, as_of: datetime) -
     return within.to_numpy(dtype=int)
 
 
-def realized_performance(served: pd.DataFrame, raw_dir: Path, models_dir: Path, feature_service: str, day: date,
-                         as_of: datetime, allowed_drop: float) -> RealizedPerformanceReport:
+def realized_performance(served: pd.DataFrame, raw_dir: Path, manifest_of: Callable[[str, str], ModelManifest],
+                         feature_service: str, day: date, as_of: datetime, allowed_drop: float) -> RealizedPerformanceReport:
     """ROC AUC / PR AUC of each model version (and variant) that scored the day, against matured labels,
-    next to the version's training holdout ROC AUC."""
+    next to the version's training holdout ROC AUC (`manifest_of(model name, version)` as logged)."""
     matures_at = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1) + LABEL_MATURITY
     if as_of < matures_at:
         raise LabelsNotMature(f"labels of {day} mature at {matures_at.isoformat()} ({LABEL_MATURITY.days} days after the day); "
@@ -57,8 +58,8 @@ def realized_performance(served: pd.DataFrame, raw_dir: Path, models_dir: Path, 
     scored = served[served["txn_id"].notna()]
     labels = matured_labels(raw_dir, scored, as_of)
     models = []
-    for (version, variant), rows in scored.groupby(["model_version", "variant"], sort=True):
-        manifest = ModelManifest.read(artifact_dir(models_dir, feature_service, version))
+    for (model_name, version, variant), rows in scored.groupby(["model_name", "model_version", "variant"], sort=True):
+        manifest = manifest_of(model_name, version)
         if manifest.training is None:
             raise ValueError(f"model {feature_service}/{version} has no training evidence: no holdout metric to compare with")
         day_labels, scores = labels[scored.index.get_indexer(rows.index)], rows["score"].to_numpy(np.float64)

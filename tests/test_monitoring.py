@@ -48,7 +48,9 @@ def monitored(tmp_path_factory, redis_url, spark):
     from core.feast_repo import load_repo_contents
     from core.settings import load_settings
     from featurestack.platform_run import run_platform
+    from assets.training import gate, promote_challenger
     from pipelines.generator import AmountShift, generate
+    from support import untimed_gate_policy
     from training.train import train
 
     project = f"fs_monitor_{uuid.uuid4().hex[:8]}"
@@ -62,7 +64,9 @@ def monitored(tmp_path_factory, redis_url, spark):
             outcome = run_platform(settings, only=days[:3])
             assert outcome.failed == [] and outcome.blocked == [], (outcome.failed, outcome.blocked)
             trained = train(outcome.settings, outcome.redis.url, epochs=4)
-            assert trained.promoted, trained.manifest.training.metrics
+            verdict = gate(outcome.settings, trained, untimed_gate_policy(trained))
+            assert verdict.passed, verdict.refusals
+            promote_challenger(outcome.settings, trained.manifest.model, note="tests: monitoring")
             outcome = run_platform(settings, only=days[3:])
             assert outcome.failed == [] and outcome.blocked == [], (outcome.failed, outcome.blocked)
             repo = load_repo_contents(outcome.settings)
