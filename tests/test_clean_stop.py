@@ -104,10 +104,13 @@ def test_dev_stops_cleanly_and_cancels_its_in_flight_run(tmp_path, redis_url, si
 
         _wait_for(a_run_in_flight, 600, "run in flight", dev)
         running = instance.get_runs(filters=dg.RunsFilter(statuses=in_flight))
+        stopping_at = time.time()
         assert _stop_and_check_nothing_is_left(dev, signum) == 0
         for run in running:
-            stopped = instance.get_run_by_id(run.run_id)
-            assert stopped.status == dg.DagsterRunStatus.CANCELED, (run.job_name, stopped.status)
+            record = instance.get_run_record_by_id(run.run_id)
+            if record.end_time is not None and record.end_time < stopping_at:
+                continue  # it ended on its own between the listing and the stop (a busy machine)
+            assert record.dagster_run.status == dg.DagsterRunStatus.CANCELED, (run.job_name, record.dagster_run.status)
         assert instance.get_runs(filters=dg.RunsFilter(statuses=[*in_flight, dg.DagsterRunStatus.CANCELING])) == []
         # The daemon of `featurestack dev` evaluated the declarative automation (online follows offline).
         sensors = {state.instigator_name: state for state in instance.all_instigator_state()}

@@ -11,6 +11,7 @@ import dagster as dg
 from assets.training import champion_key, model_key, training_set_key
 from core.model_registry import CHAMPION, ModelRegistry
 from featurestack.cli import main
+from support import platform_environment
 from training.promotion import GATE_CHECKS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -18,7 +19,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_featurestack_train_records_the_training_assets_and_the_gate(platform, capsys):
     settings = platform.settings
-    returncode = main(["train", "--epochs", "2"])
+    # The command reads its settings from the environment (the edge): the platform's.
+    with platform_environment(settings.state_dir, settings.feast_project, platform.redis.url):
+        returncode = main(["train", "--epochs", "2"])
     assert returncode in (0, 1)  # 1: registered, but the gate refused it (recorded all the same)
     out = capsys.readouterr().out
     assert "recorded in Dagster" in out and "mlflow   run" in out
