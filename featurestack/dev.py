@@ -46,7 +46,9 @@ def run_dev(command: list[str], env: dict[str, str], dagster_home: Path) -> int:
             end_child_processes(STOP_GRACE_S)
             for run in cancelled:
                 run = instance.get_run_by_id(run.run_id)
-                if run is not None and not run.is_finished:
+                # A run worker ended by the stop may have reported its own end (a failure) first, on a busy
+                # machine: it was cancelled all the same. Only a run that succeeded meanwhile keeps its status.
+                if run is not None and run.status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED):
                     instance.report_run_canceled(run, message=CANCEL_MESSAGE)
         return 0
     finally:
