@@ -33,8 +33,10 @@ def delete_project_keys(url: str, project: str) -> None:
 def platform_settings(state_dir: Path, project: str, redis_url: str, **changes) -> Settings:
     """The settings of a platform of its own: state folder (its lake inside), Feast project, Redis, local
     profile and file registry unless `changes` say otherwise."""
+    # Its own MLflow store too (under the state folder): mlflow keeps the last URI it used in
+    # os.environ (MLFLOW_TRACKING_URI), so another test's store could otherwise leak in.
     own = dict(state_dir=Path(state_dir), data_dir=Path(state_dir) / "data", feast_project=project, redis_url=redis_url,
-               offline_profile="local", registry_db_url="")
+               offline_profile="local", registry_db_url="", mlflow_tracking_uri="")
     return replace(load_settings(), **{**own, **changes})
 
 
@@ -49,6 +51,7 @@ def platform_environment(state_dir, project: str, redis_url: str, **extra: str) 
         "FEATURESTACK_OFFLINE_PROFILE": "local", "REDIS_URL": redis_url, **extra,
     })
     os.environ.pop("FEATURESTACK_DATA_DIR", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # its own store, under the state folder
     try:
         yield
     finally:
